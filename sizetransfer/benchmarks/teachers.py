@@ -1,0 +1,50 @@
+"""Teacher throughput at L = 64, batch 16, float64 on CPU: samples/s, exact scores/s, and the
+ratio score-time / log_prob-time (an exact score should cost at most 3 log_prob evaluations).
+
+``python -m sizetransfer.bench teachers [--quick]``; each time is the best of interleaved repeats
+(robust to load from other processes on a shared machine).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+L, BATCH = 64, 16
+
+
+def best_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Fastest wall time (s) of each ``fns[name]()`` over ``repeats`` rounds after one warm-up round;
+    the calls are interleaved round by round so that load from other processes hits all alike."""
+    times = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Print and return one row per teacher key."""
+    from sizetransfer.teachers import TEACHER_KEYS, make_teacher
+
+    repeats = 3 if quick else 20
+    rows = []
+    print(f"teachers: L={L}, batch {BATCH}, float64, {torch.get_num_threads()} threads, best of {repeats}")
+    print(f"{'teacher':<14} {'sample ms':>9} {'samples/s':>10} {'log_prob ms':>11} {'score ms':>9} "
+          f"{'scores/s':>9} {'score/log_prob':>14}")
+    for key in TEACHER_KEYS:
+        teacher = make_teacher(key, seed=0)
+        gen = torch.Generator().manual_seed(0)
+        x = teacher.sample(BATCH, L, generator=gen)
+        t = best_times({"sample": lambda: teacher.sample(BATCH, L, generator=gen),
+                        "log_prob": lambda: teacher.log_prob(x), "score": lambda: teacher.score(x)}, repeats)
+        t_sample, t_logp, t_score = t["sample"], t["log_prob"], t["score"]
+        row = dict(teacher=key, sample_s=t_sample, samples_per_s=BATCH / t_sample, log_prob_s=t_logp,
+                   score_s=t_score, scores_per_s=BATCH / t_score, score_over_log_prob=t_score / t_logp)
+        rows.append(row)
+        print(f"{key:<14} {1e3 * t_sample:>9.2f} {row['samples_per_s']:>10.0f} {1e3 * t_logp:>11.2f} "
+              f"{1e3 * t_score:>9.2f} {row['scores_per_s']:>9.0f} {row['score_over_log_prob']:>14.2f}", flush=True)
+    return rows

@@ -1,0 +1,125 @@
+"""Training throughput: ``ScoreModule`` under Lightning against a hand-written torch loop, and the
+DataModules' sample rate against what training consumes (``python -m sizetransfer.bench training``).
+
+Both loops train the same student (width 64, B ∈ {1, 2}) on the same in-memory batches (batch 16,
+L = 32, FDLF simple_local) with the same step: σ/ε from a per-step seeded generator, DSM loss,
+Adam, cosine LambdaLR, EMA update. Lightning runs without logger, checkpointing, validation or
+progress bar. The two are timed in alternation (``rounds`` times) and steps/s is 1 / the median step
+period (start of a batch to the start of the next), so that load from other processes hits both
+alike and its spikes drop out. Overhead = plain steps/s / Lightning steps/s − 1 (target ≤ 10%);
+data margin = DataModule samples/s / (16 × Lightning steps/s) (target ≥ 2).
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from sizetransfer.benchmarks.data import data_throughput
+from sizetransfer.data import FDLFDataModule, IsingDataModule
+from sizetransfer.data.streaming import batch_seed
+from sizetransfer.diffusion import dsm_loss
+from sizetransfer.module import ScoreModule, warmup_cosine
+
+BATCH, L, WIDTH = 16, 32, 64
+
+
+class _StepTimer(pl.Callback):
+    """Period of each training step: the time between the starts of consecutive batches."""
+
+    def __init__(self):
+        self.stamps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.stamps.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.stamps.append(time.perf_counter())
+
+
+def lightning_step_times(module: ScoreModule, loader: DataLoader, steps: int, warmup: int, device: str) -> list[float]:
+    """Seconds per step of ``steps`` Lightning training steps after ``warmup`` untimed ones."""
+    timer = _StepTimer()
+    trainer = pl.Trainer(max_steps=warmup + steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         accelerator=device, devices=1, callbacks=[timer])
+    trainer.fit(module, train_dataloaders=loader)
+    return list(np.diff(timer.stamps[warmup:]))
+
+
+def plain_step_times(module: ScoreModule, loader: DataLoader, steps: int, warmup: int, device: str) -> list[float]:
+    """The same training step written as a plain torch loop (no Lightning); seconds per step."""
+    module.to(device)
+    student, ema, noise = module.student, module.ema, module.noise
+    optimizer = torch.optim.Adam(student.parameters(), lr=module.hparams.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(0, warmup + steps))
+    generator = torch.Generator(device=device)
+    student.train()
+    batches = iter(loader)
+    stamps = []
+    for step in range(warmup + steps):
+        stamps.append(time.perf_counter())
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        generator.manual_seed(batch_seed(0, 0, step))
+        loss, _, _ = dsm_loss(student, batch["x0"], noise, generator=generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        ema.update_parameters(student)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    stamps.append(time.perf_counter())
+    return list(np.diff(stamps[warmup:]))
+
+
+def training_table(device: str = "cpu", steps: int = 60, warmup: int = 10, rounds: int = 3) -> list[dict]:
+    """Print and return steps/s of the plain loop and of Lightning for B = 1, 2."""
+    make_batch = FDLFDataModule("simple_local", train_size=L, batch_size=BATCH).make_batch(L, BATCH)
+    cycle = [make_batch(seed) for seed in range(8)]
+    loader = DataLoader(cycle * ((warmup + steps) // len(cycle) + 2), batch_size=None)
+    print(f"training steps/s on {device}, batch {BATCH}, L = {L}, width {WIDTH}, torch threads "
+          f"{torch.get_num_threads()} (median step time over {rounds} alternating rounds of {steps} steps)")
+    print(f"{'B':>2} {'plain loop':>11} {'Lightning':>10} {'overhead':>9} {'ms/step':>8} {'samples/s':>10}")
+    rows = []
+    for blocks in (1, 2):
+        base = ScoreModule(blocks=blocks, width=WIDTH, sigma_min=0.01, sigma_max=1.0)
+        plain, light = [], []
+        for _ in range(rounds):
+            plain += plain_step_times(copy.deepcopy(base), loader, steps, warmup, device)
+            light += lightning_step_times(copy.deepcopy(base), loader, steps, warmup, device)
+        p, q = 1 / float(np.median(plain)), 1 / float(np.median(light))
+        rows.append({"blocks": blocks, "plain": p, "lightning": q, "overhead": p / q - 1})
+        print(f"{blocks:>2} {p:>11.2f} {q:>10.2f} {p / q - 1:>8.1%} {1e3 / q:>8.1f} {BATCH * q:>10.0f}", flush=True)
+    return rows
+
+
+def data_table(consumption: float, n_batches: int = 20, workers: tuple[int, ...] = (0, 1)) -> None:
+    """Print the DataModules' samples/s (batch 16, L = 32) against ``consumption`` samples/s."""
+    print(f"\ndata samples/s against training consumption ({consumption:.0f} samples/s), batch {BATCH}, L = {L}")
+    print(f"{'stream':<26} {'workers':>7} {'samples/s':>10} {'x consumption':>14}")
+    streams = [("fdlf simple_local", lambda w: FDLFDataModule("simple_local", train_size=L, batch_size=BATCH,
+                                                              num_workers=w)),
+               ("fdlf complex_long", lambda w: FDLFDataModule("complex_long", train_size=L, batch_size=BATCH,
+                                                              num_workers=w)),
+               ("ising 0.95 beta_c wolff", lambda w: IsingDataModule(beta_over_beta_c=0.95, L=L, batch_size=BATCH,
+                                                                     num_workers=w))]
+    for name, make in streams:
+        for w in workers:
+            rate = data_throughput(make(w), n_batches=n_batches)
+            print(f"{name:<26} {w:>7} {rate:>10.0f} {rate / consumption:>13.1f}x", flush=True)
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[dict]:
+    """Print both tables; returns the training rows. ``device``: "cpu" (the judged default) or "cuda".
+    The consumption the data must keep up with is that of the fastest training row (B = 1)."""
+    rows = training_table(device, *((10, 3, 1) if quick else (60, 10, 5)))
+    data_table(BATCH * max(r["lightning"] for r in rows), *((5, (0,)) if quick else (20, (0, 1))))
+    return rows

@@ -1,0 +1,7 @@
+"""Plain-torch diffusion parts: VE noise process, DSM loss (Eq. 3), reverse samplers."""
+from .losses import dsm_loss
+from .noise import VENoise, expand_sigma, geometric_sigmas
+from .sampling import sample_euler_maruyama, sample_predictor_corrector, sample_probability_flow
+
+__all__ = ["VENoise", "geometric_sigmas", "expand_sigma", "dsm_loss", "sample_euler_maruyama",
+           "sample_predictor_corrector", "sample_probability_flow"]

@@ -1,0 +1,189 @@
+"""``ScoreModule``: denoising-score-matching training of a local student (thin LightningModule).
+
+The maths lives in plain torch: :class:`~sizetransfer.models.LocalScoreCNN` (the student),
+:class:`~sizetransfer.diffusion.VENoise` and :func:`~sizetransfer.diffusion.dsm_loss` (Eq. 3).
+This module adds the optimiser (Adam, linear warm-up, cosine decay to ``trainer.max_steps``), an
+EMA of the weights (used by validation, :meth:`ScoreModule.score` and therefore every evaluation,
+and saved in checkpoints) and validation losses per σ band.
+
+Randomness of the training noise: σ and ε of step k on global rank r come from a generator seeded
+with ``batch_seed(noise_seed, r, k)``, so they are a pure function of (seed, rank, step): DDP ranks
+draw different noise, and a run resumed from a checkpoint draws exactly the noise the uninterrupted
+run would have drawn (the data stream resumes through the DataModule's own state).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from sizetransfer.data.streaming import batch_seed
+from sizetransfer.diffusion import VENoise, dsm_loss
+from sizetransfer.models import LocalScoreCNN
+
+#: Seed-stream tag of the validation noise (fixed: validation losses compare across runs and seeds).
+_VAL_NOISE_SEED = 7
+
+
+def warmup_cosine(warmup_steps: int, max_steps: int):
+    """Learning-rate factor of step k: linear warm-up (k + 1) / warmup_steps, then cosine decay from 1
+    to 0 at ``max_steps`` (a ``LambdaLR`` lambda)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        done = min(step - warmup_steps, max_steps - warmup_steps) / (max_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * done))
+
+    return factor
+
+
+class ScoreModule(pl.LightningModule):
+    """DSM training of ``LocalScoreCNN`` on dict batches ``{"x0": (b, C, L, ...), "cond"?, "mask"?}``.
+
+    Args:
+        blocks, width, dim, periodic, in_channels, cond_channels, sigma_data: the student
+            (:class:`~sizetransfer.models.LocalScoreCNN`; receptive radius ``2 * blocks + 2``).
+        sigma_min, sigma_max: training noise range, σ ~ log-uniform[sigma_min, sigma_max].
+        lr: peak Adam learning rate; weight_decay: Adam's L2 penalty.
+        warmup_steps: linear warm-up from 0 to ``lr``; then cosine decay to 0 at ``trainer.max_steps``.
+        ema_decay: decay of the exponential moving average of the weights (0: no averaging).
+        val_sigma_bands: edges of the σ bands of the validation loss ``val/loss/sigma=[a,b)``
+            (increasing, inside [sigma_min, sigma_max]); ``None``: three log-equal bands.
+        noise_seed: seed of the training noise; ``None``: ``torch.initial_seed()`` at the start of
+            fit (i.e. ``seed_everything``), saved in checkpoints.
+    """
+
+    def __init__(self, blocks: int = 1, width: int = 64, dim: int = 2, periodic: bool = True,
+                 in_channels: int = 1, cond_channels: int = 0, sigma_min: float = 0.01,
+                 sigma_max: float = 1.0, sigma_data: float = 1.0, lr: float = 1e-3,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.998,
+                 val_sigma_bands: Sequence[float] | None = None, noise_seed: int | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        try:
+            self.noise = VENoise(sigma_min, sigma_max)
+        except ValueError as err:
+            raise ValueError(f"model.sigma_min/model.sigma_max: {err}") from None
+        for name, value, ok in (("lr", lr, lr > 0), ("weight_decay", weight_decay, weight_decay >= 0),
+                                ("warmup_steps", warmup_steps, int(warmup_steps) == warmup_steps >= 0),
+                                ("ema_decay", ema_decay, 0 <= ema_decay < 1)):
+            if not ok:
+                raise ValueError(f"model.{name} is out of range: {value!r} (lr > 0, weight_decay >= 0, "
+                                 "integer warmup_steps >= 0, 0 <= ema_decay < 1)")
+        self.student = LocalScoreCNN(blocks, width, dim, periodic, in_channels, in_channels, cond_channels,
+                                     sigma_data)
+        # EMA inside the module (not Lightning's WeightAveraging callback, which swaps weights only around
+        # validation and at the end): score() must be the EMA student at any hook, e.g. mid-run evaluation.
+        self.ema = AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        self.val_sigma_bands = self._bands(val_sigma_bands)
+        self.noise_seed = noise_seed
+        self._generator: torch.Generator | None = None
+
+    def _bands(self, edges: Sequence[float] | None) -> list[float]:
+        lo, hi = self.noise.sigma_min, self.noise.sigma_max
+        if edges is None:
+            return [lo * (hi / lo) ** (k / 3) for k in range(4)]
+        edges = [float(e) for e in edges]
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < lo or edges[-1] > hi:
+            raise ValueError(f"model.val_sigma_bands must be >= 2 increasing edges inside [sigma_min, sigma_max] = "
+                             f"[{lo}, {hi}], got {edges}")
+        return edges
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def receptive_radius(self) -> int:
+        """Chebyshev receptive radius R = 2 * blocks + 2 of the student."""
+        return self.student.receptive_radius
+
+    def score(self, x: torch.Tensor, sigma: float | torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """EMA student's score s_θ(x, σ): x (n, C, L, ...) float32, sigma a float or (n,) → (n, C, L, ...).
+
+        Autograd flows through x (no ``no_grad`` here); the EMA weights themselves need no grad."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        return self.ema.module(x, sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma, cond)
+
+    def check_fit(self, datamodule=None, max_steps: int | None = None) -> None:
+        """ValueError naming the option unless training can run: the receptive radius must stay below
+        half the training size (no student sees its own periodic image), and the cosine schedule needs
+        ``trainer.max_steps`` > ``warmup_steps`` (the data stream is infinite)."""
+        L = getattr(datamodule, "train_size", None)
+        if L is not None and 2 * self.receptive_radius >= L:
+            option = f"data.{getattr(datamodule, 'size_option', 'train_size')}"
+            raise ValueError(f"model.blocks={self.hparams.blocks} gives receptive radius 2*blocks+2 = "
+                             f"{self.receptive_radius}, which must be < {option}/2 = {L / 2:g}: "
+                             f"use fewer blocks or a larger {option}")
+        if max_steps is None or max_steps <= 0:
+            raise ValueError(f"trainer.max_steps must be a positive number of steps (the data stream is "
+                             f"infinite and the cosine schedule ends there), got {max_steps}")
+        if self.hparams.warmup_steps >= max_steps:
+            raise ValueError(f"model.warmup_steps={self.hparams.warmup_steps} must be < trainer.max_steps={max_steps}")
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_fit(self.trainer.datamodule, self.trainer.max_steps)
+
+    def on_fit_start(self) -> None:
+        if self.noise_seed is None:
+            self.noise_seed = torch.initial_seed() % 2**63
+        self._generator = torch.Generator(device=self.device)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._generator.manual_seed(batch_seed(self.noise_seed, self.global_rank, self.global_step))
+        loss, _, _ = dsm_loss(self.student, batch["x0"], self.noise, cond=batch.get("cond"),
+                              mask=batch.get("mask"), generator=self._generator)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Optimiser step, then the EMA update (here rather than in ``on_train_batch_end``, which runs
+        after the callbacks' one: a checkpoint saved there must already hold this step's EMA)."""
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update_parameters(self.student)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """DSM loss of the EMA student at stratified σ (one per log-σ stratum), fixed ε, per σ band."""
+        x0 = batch["x0"]
+        n = x0.shape[0]
+        log_lo, log_hi = math.log(self.noise.sigma_min), math.log(self.noise.sigma_max)
+        sigma = torch.exp(log_lo + (torch.arange(n, dtype=torch.float64) + 0.5) / n * (log_hi - log_lo))
+        gen = torch.Generator(device=self.device).manual_seed(batch_seed(_VAL_NOISE_SEED, batch_idx))
+        loss, per_sample, sigma = dsm_loss(self.ema.module, x0, self.noise, cond=batch.get("cond"),
+                                           mask=batch.get("mask"), generator=gen, sigma=sigma.to(x0))
+        self.log("val/loss", loss, batch_size=n, sync_dist=True)
+        band = torch.bucketize(sigma.detach().to(self._edges), self._edges, right=True) - 1  # edges[k] <= σ < edges[k+1]
+        inside = (band >= 0) & (band < len(self._band_sums))
+        self._band_sums.index_add_(0, band[inside], per_sample.detach()[inside].to(self._band_sums))
+        self._band_counts.index_add_(0, band[inside], torch.ones_like(self._band_sums[band[inside]]))
+
+    def on_validation_epoch_start(self) -> None:
+        self._edges = torch.tensor(self.val_sigma_bands, dtype=torch.float64, device=self.device)
+        self._band_sums = torch.zeros(len(self.val_sigma_bands) - 1, dtype=torch.float64, device=self.device)
+        self._band_counts = torch.zeros_like(self._band_sums)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the mean loss per σ band, summed over batches and ranks (same keys on every rank)."""
+        sums = self.trainer.strategy.reduce(self._band_sums, reduce_op="sum")
+        counts = self.trainer.strategy.reduce(self._band_counts, reduce_op="sum")
+        edges = self.val_sigma_bands
+        for k, (a, b) in enumerate(zip(edges, edges[1:])):
+            if counts[k] > 0:
+                self.log(f"val/loss/sigma=[{a:.3g},{b:.3g})", (sums[k] / counts[k]).float())
+
+    def configure_optimizers(self):
+        max_steps, warmup = self.trainer.max_steps, int(self.hparams.warmup_steps)  # checked in setup
+        optimizer = torch.optim.Adam(self.student.parameters(), lr=self.hparams.lr,
+                                     weight_decay=self.hparams.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, max_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["noise_seed"] = self.noise_seed
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)

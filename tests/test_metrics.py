@@ -1,0 +1,126 @@
+"""Metrics against analytic values: Eq. 16, Eq. 17 on a linear (Gaussian) score, Jacobian
+shell sums of known linear maps, local observables of known fields."""
+import math
+
+import pytest
+import torch
+
+from sizetransfer.evaluation.metrics import (clean_score_rmse, finite_difference_response,
+                                             local_observables, observables_mae,
+                                             response_relative_error, score_response_profile)
+from sizetransfer.teachers.gaussian import GaussianTeacher
+
+TEACHER = GaussianTeacher(seed=0)
+
+
+def test_clean_score_rmse():
+    x = TEACHER.sample(3, 8, generator=torch.Generator().manual_seed(0))
+    s = TEACHER.score(x)
+    assert clean_score_rmse(s, s).item() == 0
+    assert clean_score_rmse(torch.zeros_like(s), s).item() == pytest.approx(1.0)
+    assert clean_score_rmse(2 * s, s).item() == pytest.approx(1.0)
+    bad = s.clone()
+    bad[..., :2, :] += 5.0
+    mask = torch.ones(3, 1, 8, 8)
+    mask[..., :2, :] = 0
+    assert clean_score_rmse(bad, s, mask).item() == 0
+    assert clean_score_rmse(bad, s).item() > 1
+    with pytest.raises(ValueError, match="same shape"):
+        clean_score_rmse(s, s[:2])
+
+
+@pytest.mark.parametrize("r_in,r_out", [(1, 2), (3, 4)])
+def test_finite_difference_response_equals_hessian_region_sums(r_in, r_out):
+    """The clean score −C⁻¹x is linear: Δ_A s_i = −Σ_{j∈A} (C⁻¹)_ij exactly."""
+    L = 10
+    x = TEACHER.sample(2, L, generator=torch.Generator().manual_seed(1))
+    probes = [(0, 0), (4, 7), (9, 2)]
+    resp = finite_difference_response(TEACHER.score, x, probes, r_in=r_in, r_out=r_out, eps=0.1, chunk=5)
+    assert resp.shape == (2, 3, 1)
+    c_inv_row = torch.fft.ifft2(1 / TEACHER.spectrum(L)).real  # (C⁻¹)_{0,a}
+    for p, (i0, i1) in enumerate(probes):
+        expected = 0.0
+        for a0 in range(L):
+            for a1 in range(L):
+                d = max(min(abs(a0 - i0), L - abs(a0 - i0)), min(abs(a1 - i1), L - abs(a1 - i1)))
+                if r_in <= d <= r_out:
+                    expected -= c_inv_row[(a0 - i0) % L, (a1 - i1) % L].item()
+        torch.testing.assert_close(resp[:, p, 0], torch.full((2,), expected, dtype=torch.float64))
+    # a student with the smoothed (σ = 0.5) score instead of the clean one
+    student = finite_difference_response(lambda y: TEACHER.smoothed_score(y, 0.5), x, probes,
+                                         r_in=r_in, r_out=r_out, eps=0.1)
+    err = response_relative_error(student, resp)
+    assert 0 < err.item() < 1
+    assert response_relative_error(resp, resp).item() == 0
+    assert response_relative_error(torch.zeros_like(resp), resp).item() == pytest.approx(1.0)
+
+
+def test_finite_difference_response_mask_and_open_box():
+    """Open box: the region is clipped by the box; a mask removes sites from the region."""
+    x = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    total = lambda y: y.sum((2, 3), keepdim=True).expand_as(y)  # ∂s_i/∂x_j = 1 for all i, j
+    resp = finite_difference_response(total, x, [(0, 0)], r_in=1, r_out=2, periodic=False)
+    assert resp.item() == pytest.approx(8.0)  # 3×3 corner block minus the probe
+    mask = torch.ones(1, 1, 6, 6)
+    mask[..., 0, :] = 0
+    resp = finite_difference_response(total, x, [(0, 0)], r_in=1, r_out=2, periodic=False, mask=mask)
+    assert resp.item() == pytest.approx(6.0)
+    resp = finite_difference_response(total, x, [(0, 0)], r_in=1, r_out=2, periodic=True)
+    assert resp.item() == pytest.approx(24.0)
+    with pytest.raises(ValueError, match="r_in"):
+        finite_difference_response(total, x, [(0, 0)], r_in=3, r_out=2)
+    with pytest.raises(ValueError, match="eps"):
+        finite_difference_response(total, x, [(0, 0)], r_in=1, r_out=2, eps=0)
+
+
+def test_score_response_profile_of_known_linear_map():
+    """s(x)_i = Σ_a w_a x_{i+a} (two channels mixed by a matrix M): ∂s_{i,c}/∂x_{i+a,c'} = M_cc' w_a."""
+    w = {(0, 0): -2.0, (1, 0): 0.5, (0, -1): -0.25, (2, 2): 0.125, (-3, 1): 1.0}
+    M = torch.tensor([[1.0, -0.5], [0.0, 2.0]], dtype=torch.float64)
+
+    def score_fn(x):
+        y = sum(v * x.roll((-a0, -a1), (2, 3)) for (a0, a1), v in w.items())
+        return torch.einsum("cd,nd...->nc...", M, y)
+
+    x = torch.randn(3, 2, 9, 9, dtype=torch.float64)
+    prof = score_response_profile(score_fn, x, (8, 1), 4)  # wraps around the torus
+    m = M.abs().sum().item()
+    expected = torch.tensor([2.0, 0.75, 0.125, 1.0, 0.0], dtype=torch.float64) * m
+    torch.testing.assert_close(prof, expected.expand(3, 5))
+    signed = score_response_profile(score_fn, x, (8, 1), 4, absolute=False)
+    expected = torch.tensor([-2.0, 0.25, 0.125, 1.0, 0.0], dtype=torch.float64) * M.sum().item()
+    torch.testing.assert_close(signed, expected.expand(3, 5))
+
+
+def test_local_observables_of_known_fields():
+    checker = (torch.arange(4).view(4, 1) + torch.arange(4).view(1, 4)) % 2 * 2.0 - 1  # ±1 checkerboard
+    x = torch.stack([checker, -checker]).unsqueeze(1).double()
+    obs = local_observables(x)
+    assert set(obs) == {"mean", "variance", "skewness", "kurtosis", "nn_corr_0", "nn_corr_1"}
+    expected = {"mean": 0.0, "variance": 1.0, "skewness": 0.0, "kurtosis": -2.0, "nn_corr_0": -1.0,
+                "nn_corr_1": -1.0}
+    for k, v in expected.items():
+        assert obs[k].shape == (1,) and obs[k].item() == pytest.approx(v, abs=1e-12), k
+    stripes = torch.arange(5.0).view(1, 1, 5, 1).expand(1, 1, 5, 3).double()  # open box
+    obs = local_observables(stripes, periodic=False)
+    assert obs["mean"].item() == pytest.approx(2.0) and obs["variance"].item() == pytest.approx(2.0)
+    # pairs along axis 0: (−2,−1), (−1,0), (0,1), (1,2): mean product 4/4 over variance 2
+    assert obs["nn_corr_0"].item() == pytest.approx(0.5) and obs["nn_corr_1"].item() == pytest.approx(1.0)
+    assert local_observables(torch.zeros(2, 1, 4, 4, 4) + 1).keys() >= {"nn_corr_2"}
+    other = {k: v + 0.5 for k, v in obs.items()}
+    assert observables_mae(obs, other).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="observable"):
+        observables_mae(obs, {"mean": obs["mean"]})
+
+
+def test_local_observables_of_teacher_samples():
+    n, L = 500, 8
+    x = TEACHER.sample(n, L, generator=torch.Generator().manual_seed(2))
+    cov = torch.fft.ifft2(TEACHER.spectrum(L)).real
+    obs = local_observables(x)
+    per_var = x.square().mean((1, 2, 3))
+    assert abs(obs["variance"].item() - cov[0, 0].item()) < 4 * per_var.std().item() / math.sqrt(n)
+    for k in ("mean", "skewness", "kurtosis"):
+        assert abs(obs[k].item()) < 0.05, k  # Gaussian: all three vanish
+    nn = (x * x.roll(-1, 3)).mean((1, 2, 3)) / cov[0, 0]
+    assert abs(obs["nn_corr_1"].item() - cov[0, 1].item() / cov[0, 0].item()) < 4 * nn.std().item() / math.sqrt(n)

@@ -1,0 +1,136 @@
+"""LocalScoreCNN: exact receptive radius, size agnosticism, conditioning, EDM preconditioning."""
+import pytest
+import torch
+
+from sizetransfer.models import EDMPrecond, LocalCNN, LocalScoreCNN
+
+
+def _model(blocks, dim=2, periodic=True, **kw):
+    torch.manual_seed(blocks)
+    return LocalScoreCNN(blocks=blocks, width=8, dim=dim, periodic=periodic, **kw).double()
+
+
+def _output_change(model, x, sigma, site, j):
+    """|s(x + e_j)_site − s(x)_site| for a unit perturbation at site j."""
+    xp = x.clone()
+    xp[(0, 0) + tuple(j)] += 1.0
+    with torch.no_grad():
+        return (model(xp, sigma) - model(x, sigma))[(0, 0) + tuple(site)].abs().item()
+
+
+def _gradient_support(model, x, sigma, site):
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x, sigma)[(0, 0) + tuple(site)], x)
+    return g[0, 0] != 0
+
+
+def _chebyshev(shape, site, periodic):
+    d = None
+    for axis, (n, i) in enumerate(zip(shape, site)):
+        a = (torch.arange(n) - i).abs()
+        if periodic:
+            a = torch.minimum(a, n - a)
+        a = a.view([n if k == axis else 1 for k in range(len(shape))])
+        d = a if d is None else torch.maximum(d, a)
+    return d.expand(*shape)
+
+
+@pytest.mark.parametrize("blocks,dim,periodic", [(1, 2, True), (2, 2, True), (3, 2, True),
+                                                 (1, 2, False), (2, 2, False), (3, 2, False),
+                                                 (1, 3, False), (2, 3, False)])
+def test_receptive_radius_is_exact(blocks, dim, periodic):
+    model = _model(blocks, dim, periodic)
+    R = model.receptive_radius
+    assert R == 2 * blocks + 2
+    L = 2 * R + 3  # distance R + 1 exists in both directions on the torus
+    x = torch.randn((1, 1) + (L,) * dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.7], dtype=torch.float64)
+    # periodic: probe at the origin, so the far sites are reached through the wrap-around
+    site = (0,) * dim if periodic else (R + 1,) * dim
+    for dist, nonzero in ((R, True), (R + 1, False)):
+        for sign in ((1, -1) if periodic else (1,)):
+            for offset in ((dist,) + (0,) * (dim - 1), (dist,) * dim):  # along an axis, diagonal
+                j = tuple((s + sign * o) % L for s, o in zip(site, offset))
+                change = _output_change(model, x, sigma, site, j)
+                assert (change > 1e-12) if nonzero else (change == 0.0), (offset, sign, change)
+    support = _gradient_support(model, x, sigma, site)
+    assert torch.equal(support, _chebyshev((L,) * dim, site, periodic) <= R)
+
+
+def test_open_box_corner_sees_only_inside():
+    model = _model(1, 2, periodic=False)
+    L = 12
+    x = torch.randn(1, 1, L, L, dtype=torch.float64)
+    support = _gradient_support(model, x, torch.tensor([0.5], dtype=torch.float64), (0, 0))
+    assert torch.equal(support, _chebyshev((L, L), (0, 0), periodic=False) <= model.receptive_radius)
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_size_agnostic_same_weights(periodic):
+    """One set of weights runs at L = 16 and 24 and agrees wherever the R-neighbourhoods agree."""
+    model = _model(1, 2, periodic)
+    R = model.receptive_radius
+    big = torch.randn(3, 1, 24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    small = big[..., :16, :16].clone()
+    sigma = torch.tensor([0.1, 1.0, 5.0], dtype=torch.float64)
+    with torch.no_grad():
+        out_big, out_small = model(big, sigma), model(small, sigma)
+    assert out_big.shape == big.shape and out_small.shape == small.shape
+    lo = 0 if not periodic else R  # open box: the crop shares the low boundary with the big box
+    inner = (slice(None), slice(None), slice(lo, 16 - R), slice(lo, 16 - R))
+    torch.testing.assert_close(out_small[inner], out_big[inner], rtol=0, atol=1e-12)
+    assert (out_small[..., 15, 15] - out_big[..., 15, 15]).abs().max() > 1e-6  # edges do differ
+
+
+def test_conditioning_channels_reach_the_network_unscaled():
+    torch.manual_seed(0)
+    model = LocalScoreCNN(blocks=1, width=8, dim=3, periodic=False, in_channels=2, out_channels=2,
+                          cond_channels=3).double()
+    x = torch.randn(2, 2, 6, 6, 6, dtype=torch.float64)
+    cond = torch.randn(2, 3, 6, 6, 6, dtype=torch.float64)
+    sigma = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    seen = {}
+    model.net.conv_in.register_forward_hook(lambda mod, inp, out: seen.update(input=inp[0]))
+    out = model(x, sigma, cond)
+    assert out.shape == x.shape
+    c_in = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(seen["input"][:, :2], c_in * x)
+    torch.testing.assert_close(seen["input"][:, 2:], cond)
+    with torch.no_grad():
+        assert (model(x, sigma, cond + 1) - out).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="cond"):
+        model(x, sigma)
+    with pytest.raises(ValueError, match="cond"):
+        model(x, sigma, cond[:, :2])
+
+
+def test_edm_preconditioning_formulas():
+    torch.manual_seed(0)
+    net = LocalCNN(blocks=1, width=8).double()
+    pre = EDMPrecond(net, sigma_data=0.7)
+    model = LocalScoreCNN(blocks=1, width=8, sigma_data=0.7).double()
+    model.denoiser.load_state_dict(pre.state_dict())
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    sigma = torch.tensor([0.01, 0.3, 1.0, 10.0], dtype=torch.float64)
+    sd, s = 0.7, sigma.view(-1, 1, 1, 1)
+    with torch.no_grad():
+        f = net(x / (s ** 2 + sd ** 2).sqrt(), 0.25 * sigma.log())
+        denoised = sd ** 2 / (s ** 2 + sd ** 2) * x + s * sd / (s ** 2 + sd ** 2).sqrt() * f
+        torch.testing.assert_close(pre(x, sigma), denoised)
+        torch.testing.assert_close(model(x, sigma), (denoised - x) / s ** 2)
+        torch.testing.assert_close(model(x, 0.3), model(x, torch.full((4,), 0.3, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("kwargs,name", [({"dim": 4}, "dim"), ({"blocks": -1}, "blocks"),
+                                         ({"width": 0}, "width"), ({"out_channels": 2}, "out_channels")])
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        LocalScoreCNN(**kwargs)
+
+
+def test_bad_input_shape():
+    model = LocalScoreCNN(blocks=1, width=4)
+    with pytest.raises(ValueError, match="x must have shape"):
+        model(torch.zeros(1, 2, 8, 8), torch.ones(1))
+    with pytest.raises(ValueError, match="sigma"):
+        model(torch.zeros(2, 1, 8, 8), torch.ones(3))
