@@ -316,6 +316,11 @@ class Chains:
         if self.algorithm == "wolff":
             clusters, flipped = stats.sum(axis=0)
             self.clusters_per_sweep = max(1, round(self.L * self.L * clusters / flipped))
+            # Stopping on a flip count is a state-dependent stopping time (it favours states
+            # with large clusters, i.e. ordered ones); relax that bias with a fixed number of
+            # clusters, which is an ordinary Markov run.
+            self._run(np.full(self.n_chains, 1, dtype=np.int64), n_sweeps, False,
+                      np.empty((0, self.L * self.L), dtype=np.int8))
         return self
 
     def _run(self, n_rec, thin, magnetization, out_s):
