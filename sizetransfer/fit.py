@@ -1,13 +1,14 @@
 """Training entry point: ``python -m sizetransfer.fit --config ising_critical.yaml [--trainer.max_steps 50]``.
 
 A ``LightningCLI`` over :class:`~sizetransfer.module.ScoreModule` and any ``LightningDataModule``
-(``data.class_path``: ``FDLFDataModule`` or ``IsingDataModule``). The YAML is flat::
+(``data.class_path``: ``FDLFDataModule``, ``IsingDataModule`` or ``HardValidDataModule``). The YAML is flat::
 
     seed_everything: 0
     trainer:    {max_steps: ..., devices: ..., strategy: ..., logger: ...}   # pytorch_lightning.Trainer
     model:      {blocks: 2, width: 64, sigma_min: 0.05, sigma_max: 10, ...}  # ScoreModule
     data:       {class_path: IsingDataModule, init_args: {...}}
     evaluation: {probe_sigmas: [1, 2, 4, 8], ...}   # SizeExtrapolationCallback
+    generation: {sizes: [24, 64], steps: 64, ...}   # GenerationCallback (Table 5; off unless sizes)
     checkpoint: {every_n_train_steps: 250, ...}     # ModelCheckpoint (dirpath: the run directory)
     run:        {root: runs, name: null, dir: null}
     ckpt_path:  null                                # resume from a checkpoint
@@ -17,7 +18,8 @@ the configs shipped with the package. ``--print_config`` prints the resolved con
 
 Each run writes to its own directory ``<run.root>/<run.name>/<YYYYmmdd-HHMMSS>/`` (``run.name``
 defaults to the config's file name; ``run.dir`` sets the directory outright, needed for multi-node
-runs): ``config.yaml``, ``checkpoints/``, ``eval/step=<k>/`` and the W&B run under ``wandb/``. The
+runs): ``config.yaml``, ``checkpoints/``, ``eval/step=<k>/`` (``generation.*`` too when
+``generation.sizes`` is set) and the W&B run under ``wandb/``. The
 directory is created only once every option has been checked. W&B (``WandbLogger``) runs offline
 unless ``WANDB_MODE`` is set or an API key is available (``WANDB_API_KEY``, ``wandb login``).
 """
@@ -30,14 +32,15 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from pytorch_lightning import LightningDataModule
+from pytorch_lightning import Callback, LightningDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-import sizetransfer.data  # noqa: F401  (registers FDLFDataModule / IsingDataModule as data.class_path choices)
+import sizetransfer.data  # noqa: F401  (registers the DataModules as data.class_path choices)
 from sizetransfer.evaluation.callback import SizeExtrapolationCallback
+from sizetransfer.evaluation.generation import GenerationCallback
 from sizetransfer.module import ScoreModule
 
 #: Configs shipped with the package (in a repository checkout: a link to the top-level ``configs/``).
@@ -100,6 +103,7 @@ class SizeTransferCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.every_n_train_steps": 250})
         parser.add_lightning_class_args(SizeExtrapolationCallback, "evaluation")
+        parser.add_lightning_class_args(GenerationCallback, "generation")
         parser.add_argument("--run.root", type=str, default="runs", help="Root folder of run directories.")
         parser.add_argument("--run.name", type=str | None, default=None,
                             help="Experiment name (default: the config's file name, else 'fit').")
@@ -122,6 +126,8 @@ class SizeTransferCLI(LightningCLI):
             self._derive(cfg.checkpoint, "dirpath", str(self.run_dir / "checkpoints"))
         if cfg.evaluation.output_dir is None:
             self._derive(cfg.evaluation, "output_dir", str(self.run_dir))
+        if cfg.generation.output_dir is None:
+            self._derive(cfg.generation, "output_dir", str(self.run_dir))
         logger = cfg.trainer.logger
         if getattr(logger, "class_path", "").endswith("WandbLogger"):
             args = logger.init_args
@@ -164,12 +170,20 @@ class SizeTransferCLI(LightningCLI):
         self.model.check_fit(self.datamodule, self.trainer.max_steps)
         stub = SimpleNamespace(datamodule=self.datamodule)
         for callback in self.trainer.callbacks:
-            if isinstance(callback, SizeExtrapolationCallback):
+            if isinstance(callback, (SizeExtrapolationCallback, GenerationCallback)):
                 callback.setup(stub, self.model, "fit")  # its own option checks (eval sizes, regions)
 
     def fit(self) -> None:
         """Train (resuming from ``ckpt_path`` if given) and print where the results are."""
+        seen = _TrainEndSeen()
+        self.trainer.callbacks.append(seen)
         self.trainer.fit(self.model, self.datamodule, ckpt_path=self.config.ckpt_path)
+        if not seen.called and self.trainer.max_steps > 0 and self.trainer.global_step >= self.trainer.max_steps:
+            # Lightning skips the whole training loop, on_train_end included, when a run resumes from a
+            # checkpoint saved at max_steps (a run killed during its final evaluation): evaluate now.
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, (SizeExtrapolationCallback, GenerationCallback)):
+                    callback.on_train_end(self.trainer, self.model)
         self.print_results()
         self.finish_wandb()
 
@@ -192,6 +206,10 @@ class SizeTransferCLI(LightningCLI):
         if evaluation is not None and evaluation.last_output_dir is not None:
             out = evaluation.last_output_dir.resolve()
             lines.append(f"  evaluation   {out / 'metrics.csv'}, {out / 'response_profiles.png'}")
+        generation = next((c for c in self.trainer.callbacks if isinstance(c, GenerationCallback)), None)
+        if generation is not None and generation.last_output_dir is not None:
+            out = generation.last_output_dir.resolve()
+            lines.append(f"  generation   {out / 'generation.csv'}, {out / 'generation.png'}")
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.experiment.dir:
                 wandb_run = Path(logger.experiment.dir).resolve().parent
@@ -199,6 +217,15 @@ class SizeTransferCLI(LightningCLI):
                 hint = f"  (view: wandb leet {wandb_run}; upload: wandb sync {wandb_run})" if mode == "offline" else ""
                 lines.append(f"  W&B ({mode})  {wandb_run}{hint}")
         print("\n".join(lines), flush=True)
+
+
+class _TrainEndSeen(Callback):
+    """Records whether Lightning called ``on_train_end`` during a fit."""
+
+    called = False
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.called = True
 
 
 class OptionError(ValueError):

@@ -21,7 +21,8 @@ TINY = ["--config", "fdlf_size_sweep.yaml", "--model.width", "8", "--model.warmu
         "--data.val_batches", "1", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.accelerator", "cpu", "--evaluation.n_samples", "2", "--evaluation.response_samples", "1",
-        "--evaluation.n_probes", "1", "--evaluation.far", "[5, 6]", "--evaluation.progress", "false"]
+        "--evaluation.n_probes", "1", "--evaluation.far", "[5, 6]", "--evaluation.progress", "false",
+        "--generation.sizes", "null"]
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,7 @@ def test_finite_difference_response_equals_hessian_region_sums(r_in, r_out):
     L = 10
     x = TEACHER.sample(2, L, generator=torch.Generator().manual_seed(1))
     probes = [(0, 0), (4, 7), (9, 2)]
-    resp = finite_difference_response(TEACHER.score, x, probes, r_in=r_in, r_out=r_out, eps=0.1, chunk=5)
+    resp = finite_difference_response(TEACHER.score, x, probes, r_in=r_in, r_out=r_out, eps=0.1)
     assert resp.shape == (2, 3, 1)
     c_inv_row = torch.fft.ifft2(1 / TEACHER.spectrum(L)).real  # (C⁻¹)_{0,a}
     for p, (i0, i1) in enumerate(probes):
@@ -124,3 +124,53 @@ def test_local_observables_of_teacher_samples():
         assert abs(obs[k].item()) < 0.05, k  # Gaussian: all three vanish
     nn = (x * x.roll(-1, 3)).mean((1, 2, 3)) / cov[0, 0]
     assert abs(obs["nn_corr_1"].item() - cov[0, 1].item() / cov[0, 0].item()) < 4 * nn.std().item() / math.sqrt(n)
+
+
+def test_finite_difference_response_keeps_per_sample_conditioning_aligned():
+    """A score function with per-sample conditioning bound to the n samples (as the callback binds a
+    student's cond or a teacher's ports/types) must get whole aligned batches: s(x)_b = c_b · Σ x_b."""
+    n, L = 5, 6
+    c = torch.arange(1, n + 1, dtype=torch.float64)
+    calls = []
+
+    def conditioned(y):
+        calls.append(y.shape[0])
+        assert y.shape[0] == n, "score_fn must see the n samples its conditioning is bound to"
+        return (c.view(n, 1, 1, 1) * y.sum((2, 3), keepdim=True)).expand_as(y)
+
+    x = torch.randn(n, 1, L, L, dtype=torch.float64)
+    probes = [(0, 0), (3, 3), (5, 2)]
+    resp = finite_difference_response(conditioned, x, probes, r_in=1, r_out=1, periodic=False)
+    sizes = torch.tensor([3.0, 8.0, 5.0], dtype=torch.float64)       # clipped d∞ = 1 shells
+    torch.testing.assert_close(resp[..., 0], c[:, None] * sizes)
+    assert calls == [n] * 2 * len(probes)
+    # per-sample probes (n, P, d): sample b probed at its own sites
+    per = torch.tensor([[[0, 0]], [[3, 3]], [[5, 2]], [[0, 0]], [[3, 3]]])
+    resp = finite_difference_response(conditioned, x, per, r_in=1, r_out=1, periodic=False)
+    torch.testing.assert_close(resp[:, 0, 0], c * torch.tensor([3.0, 8.0, 5.0, 3.0, 8.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="probes"):
+        finite_difference_response(conditioned, x, per[:2], r_in=1, r_out=1)
+
+
+def test_score_response_profile_per_sample_sites_and_mask():
+    """Open box, s_i = Σ_j x_j: |∂s_i/∂x_j| = 1, so ρ(r) counts the (masked) sites of the clipped shell."""
+    total = lambda y: y.sum((2, 3, 4), keepdim=True).expand_as(y)
+    x = torch.randn(2, 1, 4, 4, 4, dtype=torch.float64)
+    prof = score_response_profile(total, x, torch.tensor([[0, 0, 0], [1, 1, 1]]), 3, periodic=False)
+    torch.testing.assert_close(prof, torch.tensor([[1.0, 7, 19, 37], [1.0, 26, 37, 0]], dtype=torch.float64))
+    mask = torch.ones(2, 1, 4, 4, 4)
+    mask[:, :, 3] = 0                                                 # the face i_0 = 3 empty
+    prof = score_response_profile(total, x, (0, 0, 0), 3, periodic=False, mask=mask)
+    torch.testing.assert_close(prof[0], torch.tensor([1.0, 7, 19, 21], dtype=torch.float64))
+    with pytest.raises(ValueError, match="site"):
+        score_response_profile(total, x, torch.zeros(3, 3, dtype=torch.int64), 3)
+
+
+def test_open_box_bulk():
+    from sizetransfer.evaluation.metrics import open_box_bulk
+
+    assert open_box_bulk((6, 6, 6), 0).all()
+    assert open_box_bulk((6, 6, 6), 1).sum() == 4 ** 3
+    assert open_box_bulk((6, 8, 6), 3).sum() == 0 and open_box_bulk((8, 8, 8), 3).sum() == 8
+    with pytest.raises(ValueError, match="margin"):
+        open_box_bulk((6, 6), -1)

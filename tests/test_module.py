@@ -105,3 +105,19 @@ def test_resume_is_exact(tmp_path):
     # and the run did move: the step-3 weights differ from the final ones
     assert not torch.equal(torch.load(step3, weights_only=False)["state_dict"]["student.denoiser.net.conv_out.weight"],
                            a["student.denoiser.net.conv_out.weight"])
+
+
+def test_ema_warmup_decay():
+    """EMA with warm-up: decay min(d, (1 + n) / (10 + n)) after n updates; without: plain d."""
+    from sizetransfer.module import ema_multi_avg_fn
+
+    for warmup in (True, False):
+        ema, value = [torch.zeros(())], torch.zeros(())
+        update = ema_multi_avg_fn(0.9, warmup)
+        expected = 0.0
+        for n in range(1, 30):  # AveragedModel copies on its first update, then calls with n >= 1
+            value = torch.tensor(float(n))
+            update(ema, [value], torch.tensor(n))
+            d = min(0.9, (1 + n) / (10 + n)) if warmup else 0.9
+            expected = d * expected + (1 - d) * n
+            assert abs(float(ema[0]) - expected) < 1e-4

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sizetransfer.lattice import normalised_tail, response_range
-from sizetransfer.teachers import FDLF_KEYS, TEACHER_KEYS, Teacher, make_teacher
+from sizetransfer.teachers import FDLF_KEYS, HARD_VALID_KEYS, PERIODIC_2D_KEYS, TEACHER_KEYS, Teacher, make_teacher
 from sizetransfer.teachers.base import mean_response_profile
 
 Z_TOL = 4.0
@@ -37,7 +37,8 @@ def assert_mc(values, target, *, max_se, name):
 # ---------------------------------------------------------------- API and bad input
 
 def test_registry_and_protocol(teachers):
-    assert set(TEACHER_KEYS) == set(FDLF_KEYS) | {"gaussian"}
+    assert set(TEACHER_KEYS) == set(FDLF_KEYS) | {"gaussian"} | set(HARD_VALID_KEYS)
+    assert set(PERIODIC_2D_KEYS) == set(FDLF_KEYS) | {"gaussian"}
     for key, t in teachers.items():
         assert isinstance(t, Teacher) and t.key == key and (t.dim, t.channels, t.periodic) == (2, 1, True)
     with pytest.raises(ValueError, match="simple_local.*complex_long.*gaussian"):

@@ -27,12 +27,12 @@ def data_throughput(datamodule, n_batches: int = 20, *, warmup: int = 2) -> floa
 
 def main() -> None:
     from sizetransfer.data import FDLFDataModule, IsingDataModule
-    from sizetransfer.teachers import TEACHER_KEYS
+    from sizetransfer.teachers import PERIODIC_2D_KEYS
 
     print(f"{'stream':<28} {'workers':>7} {'samples/s':>10} {'ms/batch':>9}")
     for num_workers in (0, 1):
         streams = {f"fdlf {key}": FDLFDataModule(key, train_size=32, batch_size=16, num_workers=num_workers)
-                   for key in TEACHER_KEYS}
+                   for key in PERIODIC_2D_KEYS}
         streams["ising 0.95 beta_c wolff"] = IsingDataModule(beta_over_beta_c=0.95, L=32, batch_size=16,
                                                              num_workers=num_workers)
         for name, dm in streams.items():

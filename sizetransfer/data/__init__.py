@@ -2,13 +2,15 @@
 
 Reusable alone (they import ``sizetransfer.teachers`` and ``ising``, never the trainer):
     FDLFDataModule      exact FDLF-teacher samples (float32 x0 for training, float64 for evaluation)
+    HardValidDataModule exact 3D hard-valid teacher samples: x0, cond (ports, types), mask (occupied)
     IsingDataModule     ±1 Ising spins from independent cluster / heat-bath chains
     BatchStream         the generic infinite IterableDataset of whole batches
     StreamLoader        its DataLoader: every epoch starts where the consumer stopped
     StreamingDataModule their base: resumable stream position, fixed validation set, eval batches
 """
 from sizetransfer.data.fdlf import FDLFDataModule
+from sizetransfer.data.hard_valid import HardValidDataModule
 from sizetransfer.data.ising import IsingDataModule
 from sizetransfer.data.streaming import BatchStream, StreamingDataModule, StreamLoader, batch_seed
 
-__all__ = ["FDLFDataModule", "IsingDataModule", "BatchStream", "StreamLoader", "StreamingDataModule", "batch_seed"]
+__all__ = ["FDLFDataModule", "HardValidDataModule", "IsingDataModule", "BatchStream", "StreamLoader", "StreamingDataModule", "batch_seed"]

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 
 from sizetransfer.data.streaming import EVAL_STREAM, Batch, StreamingDataModule, batch_seed, torch_generator
-from sizetransfer.teachers import TEACHER_KEYS, make_teacher
+from sizetransfer.teachers import PERIODIC_2D_KEYS, make_teacher
 
 
 class TeacherBatches:
@@ -25,7 +25,7 @@ class FDLFDataModule(StreamingDataModule):
     handed to training as float32 ``x0`` (b, 1, train_size, train_size)).
 
     Args:
-        teacher: teacher key, one of ``TEACHER_KEYS``.
+        teacher: teacher key, one of ``PERIODIC_2D_KEYS`` (3D hard-valid teachers: ``HardValidDataModule``).
         train_size: training lattice side L.
         eval_sizes: sizes the evaluation runs at (default ``[train_size]``); each checked with
             ``teacher.check_size`` here, before any training.
@@ -39,8 +39,10 @@ class FDLFDataModule(StreamingDataModule):
     def __init__(self, teacher: str = "simple_local", train_size: int = 24,
                  eval_sizes: Sequence[int] | None = None, batch_size: int = 16, num_workers: int = 0,
                  seed: int = 0, teacher_seed: int = 0, val_batches: int = 4):
-        if teacher not in TEACHER_KEYS:
-            raise ValueError(f"teacher must be one of {list(TEACHER_KEYS)}, got {teacher!r}")
+        if teacher not in PERIODIC_2D_KEYS:
+            hint = " (3D hard-valid teachers: data.class_path sizetransfer.data.HardValidDataModule)" \
+                if teacher.startswith("hard_valid") else ""
+            raise ValueError(f"teacher must be one of {list(PERIODIC_2D_KEYS)}, got {teacher!r}{hint}")
         super().__init__(train_size=train_size, eval_sizes=eval_sizes, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, val_batches=val_batches)
         self.save_hyperparameters()

@@ -5,7 +5,10 @@ compared with the exact target of ``trainer.datamodule``:
 
 * FDLF (the datamodule has ``teacher``): clean-score relative RMSE (Eq. 16) at σ_eval and σ_min,
   near/far finite-difference response errors (Eq. 17), and the student's normalised response
-  profile beside the teacher's with both response ranges R_q.
+  profile beside the teacher's with both response ranges R_q. 2D periodic teachers (exact score
+  ``teacher.score(x)``) and the 3D open-box hard-valid teachers (exact score bound to each batch's
+  discrete state, ``teacher.score(x, ports, types)``; the student gets ``batch["cond"]``): see
+  :func:`bind_teacher` and "Open boxes" below.
 * Ising (the datamodule has ``beta``): per probe σ, the learned boundary response (signed shell
   sums of the autograd Jacobian, averaged over y = s + σz) against the exact Eq. 22 response of
   ``ising.response_profile`` (cached on disk), and the score RMSE against the MCMC smoothed score.
@@ -15,6 +18,22 @@ and the figure go to a ``WandbLogger``; ``metrics.csv``, ``metrics.json`` and ``
 are written atomically to ``<run dir>/eval/step=<k>/``. Only global rank 0 computes and writes; the
 evaluation contains no collective call, so other DDP ranks simply go on (they wait in Lightning's
 own next barrier — keep an evaluation shorter than the process-group timeout, 30 min by default).
+
+Open boxes (hard-valid 3D, ``teacher.periodic`` False; the batch carries ``mask`` = occupied sites):
+
+* RMSE: occupied sites farther than ``bulk_margin`` from the outside of the box
+  (:func:`~sizetransfer.evaluation.metrics.open_box_bulk`); ``bulk_margin=None`` is DESIGN §7's bulk,
+  margin R (the sites whose receptive field lies inside the box), which is empty for R = 4 at L ≤ 8.
+  When ``bulk_margin`` is set (≠ R) the DESIGN bulk is reported too, as ``rmse_bulk_sigma<σ>``
+  (NaN where it holds no occupied site; NaN scalars are not sent to loggers).
+* Responses: per-sample probe sites. Each sample gets ``n_probes`` distinct *occupied* sites drawn
+  (seeded) from the sites whose whole far shell lies inside the box (min_k min(i_k, L−1−i_k) ≥
+  far[1]); where there is none (L < 2·far[1] + 1) from the central 2×2×2 cube, and the far region is
+  clipped to the box there. Perturbations act on occupied sites only; (sample, probe) pairs without
+  an occupied site are left out of the error.
+* Profiles: per sample the occupied site nearest to the box centre (ties broken by the seed), shells
+  r = 0..r_max covering the whole box from every probe, Jacobian columns of occupied sites only;
+  samples with no occupied site are left out of the average.
 """
 from __future__ import annotations
 
@@ -35,6 +54,7 @@ from sizetransfer.evaluation.ising_eval import atomic_output
 from sizetransfer.evaluation.metrics import (
     clean_score_rmse,
     finite_difference_response,
+    open_box_bulk,
     response_relative_error,
     score_response_profile,
 )
@@ -68,12 +88,18 @@ class SizeExtrapolationCallback(pl.Callback):
         seed: seed of evaluation samples, probe sites, noise and the exact Ising response.
         sigma_eval: σ of the headline clean-score RMSE and of the responses (FDLF); also reported at σ_min.
         near, far: Chebyshev shells ``(r_in, r_out)`` of the response regions A (Eq. 17); keep ``far``
-            fixed across a radius sweep. Each eval size needs ``far[1] <= L // 2``.
-        n_probes: probe sites (the same in every sample) of the finite-difference responses.
+            fixed across a radius sweep. Each eval size needs ``far[1] <= L // 2`` on a torus; on an
+            open box ``far[0] <= L // 2`` (the far shell, clipped to the box, is not empty at the centre).
+        n_probes: probe sites of the finite-difference responses (torus: the same in every sample;
+            open box: per sample, occupied sites).
         fd_epsilon: finite-difference perturbation ε on region A.
         response_samples: the first samples on which the finite-difference responses and the response
-            profiles (centre site, r = 0..L//2, averaged) are evaluated (the costly part).
+            profiles (torus: centre site, r = 0..L//2; open box: see below; averaged) are evaluated
+            (the costly part).
         q: tail level of the response range R_q.
+        bulk_margin: open boxes: the RMSE counts occupied sites farther than this from the outside of
+            the box (boundary layers dropped); ``None``: the receptive radius R (DESIGN §7's bulk).
+            Torus: ignored.
         probe_sigmas: Ising probe noise levels σ.
         ising_r_max: largest Chebyshev distance of the Ising response profile (≤ L // 2).
         response_distances: distances r of the Ising headline metrics; ``None``: (1, receptive radius).
@@ -104,6 +130,7 @@ class SizeExtrapolationCallback(pl.Callback):
         fd_epsilon: float = 1e-2,
         response_samples: int = 4,
         q: float = 0.05,
+        bulk_margin: int | None = None,
         probe_sigmas: Sequence[float] = (1.0, 2.0, 4.0, 8.0),
         ising_r_max: int = 8,
         response_distances: Sequence[int] | None = None,
@@ -140,6 +167,9 @@ class SizeExtrapolationCallback(pl.Callback):
             raise ValueError(f"fd_epsilon must be > 0, got {fd_epsilon}")
         if not 0 < q < 1:
             raise ValueError(f"q must be in (0, 1), got {q}")
+        if bulk_margin is not None and (isinstance(bulk_margin, bool) or int(bulk_margin) != bulk_margin
+                                        or bulk_margin < 0):
+            raise ValueError(f"bulk_margin must be an integer >= 0 or None (the receptive radius), got {bulk_margin!r}")
         if len(probe_sigmas) == 0 or any(not s > 0 for s in probe_sigmas):
             raise ValueError(f"probe_sigmas must be a non-empty list of σ > 0, got {probe_sigmas}")
         self.near = _check_range("near", near)
@@ -153,6 +183,7 @@ class SizeExtrapolationCallback(pl.Callback):
         self.n_samples, self.seed, self.sigma_eval = int(n_samples), int(seed), float(sigma_eval)
         self.n_probes, self.fd_epsilon = int(n_probes), float(fd_epsilon)
         self.response_samples, self.q = int(response_samples), float(q)
+        self.bulk_margin = None if bulk_margin is None else int(bulk_margin)
         self.probe_sigmas = [float(s) for s in probe_sigmas]
         self.ising_r_max = int(ising_r_max)
         self.response_distances = None if response_distances is None else [int(r) for r in response_distances]
@@ -173,6 +204,8 @@ class SizeExtrapolationCallback(pl.Callback):
         """Check the datamodule and every eval size before training starts (ValueError naming the option)."""
         dm = trainer.datamodule
         target = self._target(dm)
+        if hasattr(dm, "check_model"):  # e.g. HardValidDataModule: model.dim/periodic/channels fit the data
+            dm.check_model(pl_module)
         radius = getattr(pl_module, "receptive_radius", None)
         if target == "fdlf" and radius is not None and self.far[0] > radius:
             rank_zero_warn(f"far region {self.far} lies beyond the student's receptive radius R = {radius}: "
@@ -180,8 +213,11 @@ class SizeExtrapolationCallback(pl.Callback):
         for L in self._sizes(dm):
             if target == "fdlf":
                 dm.teacher.check_size(L)
-                if self.far[1] > L // 2:
+                if dm.teacher.periodic and self.far[1] > L // 2:
                     raise ValueError(f"far = {self.far} must satisfy far[1] <= L // 2 = {L // 2} at eval size L = {L}")
+                if not dm.teacher.periodic and self.far[0] > L // 2:
+                    raise ValueError(f"far = {self.far} must satisfy far[0] <= L // 2 = {L // 2} at eval size L = {L} "
+                                     "(open box: the far shell around a central probe must meet the box)")
             elif self.ising_r_max > L // 2:
                 raise ValueError(f"ising_r_max = {self.ising_r_max} must be <= L // 2 = {L // 2} at eval size L = {L}")
 
@@ -225,44 +261,58 @@ class SizeExtrapolationCallback(pl.Callback):
 
     def _evaluate_fdlf(self, dm, pl_module) -> dict[str, Any]:
         teacher = dm.teacher
+        periodic = bool(teacher.periodic)
+        radius = int(pl_module.receptive_radius)
         sigmas = [self.sigma_eval]
         sigma_min = _sigma_min(pl_module)
         if sigma_min is not None and not math.isclose(sigma_min, self.sigma_eval):
             sigmas.append(sigma_min)
-        rmse_keys = [f"rmse_sigma{_fmt(s)}" for s in sigmas]
+        margin = radius if self.bulk_margin is None else self.bulk_margin
+        # open boxes with a chosen margin: also DESIGN's bulk (margin R), where it has sites
+        masks = {"rmse": margin}
+        if not periodic and margin != radius:
+            masks["rmse_bulk"] = radius
+        keys = {(name, sigma): f"{name}_sigma{_fmt(sigma)}" for name in masks for sigma in sigmas}
+        rmse_keys = list(keys.values())
         rows, profiles = [], []
         for L in tqdm(self._sizes(dm), desc="size extrapolation", disable=not self.progress):
             batch = dm.eval_batch(L, self.n_samples, seed=self.seed)
             x = batch["x0"].to(torch.float64)
             cond = batch.get("cond")
-            mask = self._bulk_mask(batch, teacher.periodic, int(pl_module.receptive_radius))
-            target = teacher.score(x)
+            target = bind_teacher(teacher, batch)[0](x)
             row: dict[str, Any] = {"L": L}
-            for key, sigma in zip(rmse_keys, sigmas):
+            for sigma in sigmas:
                 learned = _student(pl_module, sigma, cond)(x)
-                row[key] = float(clean_score_rmse(learned, target, mask=mask))
+                for name, m in masks.items():
+                    mask = self._bulk_mask(batch, periodic, m)
+                    empty = mask is not None and not bool(mask.any())
+                    row[keys[name, sigma]] = math.nan if empty else float(clean_score_rmse(learned, target, mask=mask))
             # responses (Eq. 17 and profiles) on the first response_samples samples
             n_r = self.response_samples
-            xr, mask_r = x[:n_r], _head(batch.get("mask"), n_r)
+            xr, occ_r = x[:n_r], _head(batch.get("mask"), n_r)
             student = _student(pl_module, self.sigma_eval, _head(cond, n_r))
-            probes = self._probe_sites(x.shape[2:], teacher.periodic, L)
+            teacher_score, teacher_profile = bind_teacher(teacher, batch, n_r)
+            probes, valid = self._probe_sites(x.shape[2:], periodic, L, occ_r, n=len(xr))
             for name, (r_in, r_out) in (("near", self.near), ("far", self.far)):
-                kw = dict(r_in=r_in, r_out=r_out, eps=self.fd_epsilon, periodic=teacher.periodic, mask=mask_r)
-                row[f"{name}_response_error"] = float(response_relative_error(
-                    finite_difference_response(student, xr, probes, **kw),
-                    finite_difference_response(teacher.score, xr, probes, **kw)))
-            centre = tuple(n // 2 for n in x.shape[2:])
-            r_max = min(x.shape[2:]) // 2
-            prof_s = score_response_profile(student, xr, centre, r_max, periodic=teacher.periodic, absolute=True)
-            prof_t = teacher.response_profile(xr, centre, r_max)
-            prof_s, prof_t = (p.detach().to("cpu", torch.float64).mean(0) for p in (prof_s, prof_t))
+                kw = dict(r_in=r_in, r_out=r_out, eps=self.fd_epsilon, periodic=periodic, mask=occ_r)
+                resp_s = finite_difference_response(student, xr, probes, **kw)
+                resp_t = finite_difference_response(teacher_score, xr, probes, **kw)
+                if valid is not None:
+                    resp_s, resp_t = resp_s * valid[..., None], resp_t * valid[..., None]
+                row[f"{name}_response_error"] = float(response_relative_error(resp_s, resp_t))
+            sites, r_max, keep = self._profile_sites(xr.shape, periodic, L, occ_r)
+            prof_s = score_response_profile(student, xr, sites, r_max, periodic=periodic, absolute=True,
+                                            mask=None if periodic else occ_r)
+            prof_t = teacher_profile(xr, sites, r_max)
+            prof_s, prof_t = (p.detach().to("cpu", torch.float64)[keep].mean(0) for p in (prof_s, prof_t))
             row["response_range_student"] = int(response_range(prof_s, self.q))
             row["response_range_teacher"] = int(response_range(prof_t, self.q))
             rows.append(row)
             profiles.append({"L": L, "r": list(range(r_max + 1)),
                              "student": (prof_s / prof_s[1:].sum()).tolist(),
                              "teacher": (prof_t / prof_t[1:].sum()).tolist()})
-        return {"target": "fdlf", "target_name": f"FDLF {teacher.key}", "rmse_keys": rmse_keys,
+        name = f"FDLF {teacher.key}" if periodic else f"FDLF {teacher.key} (open box, occupied sites, margin {margin})"
+        return {"target": "fdlf", "target_name": name, "rmse_keys": rmse_keys,
                 "metric_keys": rmse_keys + ["near_response_error", "far_response_error",
                                             "response_range_student", "response_range_teacher"],
                 "rows": rows, "profiles": profiles, "config": self._config()}
@@ -324,38 +374,71 @@ class SizeExtrapolationCallback(pl.Callback):
         return list(self.eval_sizes if self.eval_sizes is not None else dm.eval_sizes)
 
     @staticmethod
-    def _bulk_mask(batch: dict, periodic: bool, radius: int) -> torch.Tensor | None:
-        """Sites entering the RMSE: the batch's ``mask`` (occupied sites) and, on open boxes, the bulk
-        (distance > R from the boundary); ``None`` when every site counts. Shape (n, 1, L, ...)."""
+    def _bulk_mask(batch: dict, periodic: bool, margin: int) -> torch.Tensor | None:
+        """Sites entering the RMSE: the batch's ``mask`` (occupied sites) and, on open boxes, the sites
+        farther than ``margin`` from the outside of the box (:func:`open_box_bulk`); ``None`` when
+        every site counts. Shape (n, 1, L, ...)."""
         mask = batch.get("mask")
         if periodic:
             return None if mask is None else mask.bool()
         shape = batch["x0"].shape
-        bulk = torch.ones(shape[2:], dtype=torch.bool)
-        for axis, n in enumerate(shape[2:]):
-            idx = torch.arange(n)
-            inner = (idx > radius) & (idx < n - 1 - radius)
-            view = [1] * len(shape[2:])
-            view[axis] = n
-            bulk &= inner.view(view)
-        bulk = bulk.expand(shape[0], 1, *shape[2:])
+        bulk = open_box_bulk(shape[2:], margin).expand(shape[0], 1, *shape[2:])
         return bulk if mask is None else bulk & mask.bool()
 
-    def _probe_sites(self, lattice, periodic: bool, L: int) -> list[tuple[int, ...]]:
-        """``n_probes`` distinct probe sites, uniform (periodic) or in the bulk whose far region fits."""
+    def _probe_sites(self, lattice, periodic: bool, L: int, occupied: torch.Tensor | None = None, n: int = 1):
+        """Probe sites of the finite-difference responses and their weights.
+
+        Torus: ``n_probes`` distinct uniform sites shared by all samples, weights ``None``. Open box:
+        per-sample sites (n, P, d) from the sites whose far shell fits in the box (else the central
+        2×2×2 cube), occupied ones first in a seeded random order, and weights (n, P) = occupied
+        (``occupied`` (n, 1, *lattice); ``None``: every site, n samples).
+        """
         gen = torch.Generator().manual_seed(self.seed + 7919 * L)
         if periodic:
-            allowed = torch.ones(lattice, dtype=torch.bool)
-        else:
-            centre = tuple(n // 2 for n in lattice)
-            allowed = chebyshev_distance(lattice, centre, periodic=False) <= max(min(lattice) // 2 - self.far[1] - 1, 0)
-        sites = allowed.nonzero()
-        pick = torch.randperm(len(sites), generator=gen)[: self.n_probes]
-        return [tuple(int(c) for c in sites[i]) for i in pick]
+            sites = torch.ones(lattice, dtype=torch.bool).nonzero()
+            pick = torch.randperm(len(sites), generator=gen)[: self.n_probes]
+            return [tuple(int(c) for c in sites[i]) for i in pick], None
+        allowed = open_box_bulk(lattice, self.far[1])
+        if not allowed.any():
+            allowed = open_box_bulk(lattice, max(min(lattice) // 2 - 1, 0))
+        sites = allowed.nonzero()                                            # (A, d)
+        n = n if occupied is None else occupied.shape[0]
+        occ = (torch.ones(n, len(sites), dtype=torch.bool) if occupied is None else
+               occupied[(slice(None), 0) + tuple(sites.T)].bool())          # (n, A)
+        P = min(self.n_probes, len(sites))
+        order = torch.stack([torch.randperm(len(sites), generator=gen) for _ in range(n)])   # (n, A)
+        # occupied first, each group in the random order (stable sort on "unoccupied")
+        rank = torch.argsort((~occ.gather(1, order)).to(torch.int8), dim=1, stable=True)
+        chosen = order.gather(1, rank)[:, :P]                                # (n, P)
+        return sites[chosen], occ.gather(1, chosen).to(torch.float64)
+
+    def _profile_sites(self, shape, periodic: bool, L: int, occupied: torch.Tensor | None):
+        """Probe site(s) of the response profiles, r_max and the samples kept in the average.
+
+        Torus: the centre for all samples, r_max = L // 2 (the whole torus). Open box: per sample the
+        occupied site nearest to the box centre (ties: seeded random order), r_max = the largest
+        distance from any chosen probe to a site of the box; samples without occupied sites dropped."""
+        n, lattice = shape[0], tuple(shape[2:])
+        if periodic or occupied is None:
+            centre = tuple(k // 2 for k in lattice)
+            return centre, min(lattice) // 2, torch.ones(n, dtype=torch.bool)
+        gen = torch.Generator().manual_seed(self.seed + 7919 * L + 1)
+        coords = torch.ones(lattice, dtype=torch.bool).nonzero()            # (N, d)
+        centre = (torch.tensor(lattice, dtype=torch.float64) - 1) / 2
+        dist = (coords - centre).abs().amax(1)                               # Chebyshev distance to the centre
+        tie = torch.rand(len(coords), generator=gen)
+        occ = occupied[:, 0].reshape(n, -1).bool()                           # (n, N)
+        score = torch.where(occ, dist + 0.5 * tie, torch.inf)                # nearest occupied, ties random
+        best = score.argmin(1)
+        sites = coords[best]                                                 # (n, d)
+        keep = occ.any(1)
+        extent = torch.maximum(sites, torch.tensor(lattice) - 1 - sites).amax(1)
+        r_max = int(extent[keep].max()) if keep.any() else max(lattice) // 2
+        return sites, r_max, keep
 
     def _config(self) -> dict[str, Any]:
         keys = ["eval_sizes", "n_samples", "seed", "sigma_eval", "near", "far", "n_probes", "fd_epsilon",
-                "response_samples", "q", "probe_sigmas", "ising_r_max", "response_distances",
+                "response_samples", "q", "bulk_margin", "probe_sigmas", "ising_r_max", "response_distances",
                 "exact_observations", "learned_observations", "sites_per_observation", "score_observations",
                 "response_kwargs", "smoothed_score_kwargs"]
         return {k: getattr(self, k) for k in keys}
@@ -389,7 +472,8 @@ class SizeExtrapolationCallback(pl.Callback):
         for row in results["rows"]:
             suffix = f"_sigma{_fmt(row['sigma'])}" if "sigma" in row else ""
             for key in results["metric_keys"]:
-                metrics[f"eval/{key}{suffix}/L={row['L']}"] = float(row[key])
+                if not math.isnan(float(row[key])):  # e.g. rmse_bulk where the bulk is empty
+                    metrics[f"eval/{key}{suffix}/L={row['L']}"] = float(row[key])
         step, columns = results["step"], _columns(results)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
@@ -418,14 +502,56 @@ def _head(cond, n: int):
 def _student(pl_module, sigma: float, cond):
     """Score function x (any dtype/device) ↦ student score at σ, float64 on CPU; autograd flows through.
 
-    Inputs are cast to the module's device and dtype (float32 for a float32 student)."""
+    ``cond`` (n, Cc, ...) or None is bound sample by sample: x must hold the same n samples (as
+    every metric here guarantees; a ValueError otherwise). Inputs are cast to the module's device
+    and dtype (float32 for a float32 student)."""
     device, dtype = pl_module.device, pl_module.dtype
+    c = None if cond is None else cond.to(device, dtype)
 
     def score(x: torch.Tensor) -> torch.Tensor:
-        c = None if cond is None else cond.to(device, dtype)
+        if c is not None and x.shape[0] != c.shape[0]:
+            raise ValueError(f"the student's conditioning is bound to {c.shape[0]} samples, got x of {x.shape[0]}")
         return pl_module.score(x.to(device, dtype), sigma, c).to("cpu", torch.float64)
 
     return score
+
+
+def bind_teacher(teacher, batch: dict, n: int | None = None):
+    """Exact score and response profile of ``teacher`` bound to the first ``n`` samples of ``batch``
+    (all when ``None``): ``(score_fn, profile_fn)`` with ``score_fn(x) -> (n, C, *lattice)`` and
+    ``profile_fn(x, site, r_max) -> (n, r_max + 1)``.
+
+    A batch with ``"ports"`` and ``"types"`` (hard-valid 3D) binds them, ``teacher.score(x, ports,
+    types)``, and x must hold the same n samples (ValueError otherwise); 2D teachers are used as they
+    are. ``site`` is one site shared by the samples, or per-sample sites (n, d) (one teacher call per sample).
+    """
+    if "ports" not in batch:
+        def profile_2d(x, site, r_max):
+            site = torch.as_tensor(site)
+            if site.dim() == 1:
+                return teacher.response_profile(x, tuple(site.tolist()), r_max)
+            return torch.cat([teacher.response_profile(x[b:b + 1], tuple(site[b].tolist()), r_max)
+                              for b in range(len(x))])
+        return teacher.score, profile_2d
+    ports, types = batch["ports"][:n], batch["types"][:n]
+
+    def aligned(x):
+        if x.shape[0] != ports.shape[0]:
+            raise ValueError(f"the teacher's ports/types are bound to {ports.shape[0]} samples, got x of {x.shape[0]}")
+
+    def score(x):
+        aligned(x)
+        return teacher.score(x, ports, types)
+
+    def profile(x, site, r_max):
+        aligned(x)
+        site = torch.as_tensor(site)
+        if site.dim() == 1:
+            return teacher.response_profile(x, tuple(site.tolist()), r_max, ports, types)
+        return torch.cat([teacher.response_profile(x[b:b + 1], tuple(site[b].tolist()), r_max,
+                                                   ports[b:b + 1], types[b:b + 1]) for b in range(len(x))])
+
+    return score, profile
 
 
 def format_summary(results: dict[str, Any]) -> str:

@@ -43,33 +43,56 @@ def region_mask(shape: Sequence[int], site: Sequence[int], r_in: int, r_out: int
     return (d >= r_in) & (d <= r_out)
 
 
-def finite_difference_response(score_fn: ScoreFn, x: torch.Tensor, probes: Sequence[Sequence[int]],
-                               *, r_in: int, r_out: int, eps: float = 1e-2, periodic: bool = True,
-                               mask: torch.Tensor | None = None, chunk: int = 64) -> torch.Tensor:
+def _per_sample_sites(sites, n: int, d: int, name: str) -> torch.Tensor:
+    """``sites`` as an int64 tensor (n, P, d): a sequence of P sites shared by the n samples, or
+    per-sample sites given as a tensor/nested sequence of shape (n, P, d)."""
+    t = torch.as_tensor(sites, dtype=torch.int64)
+    if t.dim() == 2 and t.shape[1] == d:
+        t = t.unsqueeze(0).expand(n, *t.shape)
+    if t.dim() != 3 or t.shape[0] != n or t.shape[2] != d:
+        raise ValueError(f"{name} must be P sites of {d} coordinates shared by all samples, or per-sample "
+                         f"sites of shape (n={n}, P, {d}); got shape {tuple(t.shape)}")
+    return t
+
+
+def finite_difference_response(score_fn: ScoreFn, x: torch.Tensor, probes, *, r_in: int, r_out: int,
+                               eps: float = 1e-2, periodic: bool = True,
+                               mask: torch.Tensor | None = None) -> torch.Tensor:
     """Finite-difference response (Eq. 17) of the score at each probe site to its region A.
 
     Δ_A s_i = (s(x + ε 1_A)_i − s(x − ε 1_A)_i) / 2ε with A = {j : r_in ≤ d∞(i, j) ≤ r_out}
-    (near: r_in = 1, r_out = r_near; far: r_far_in, r_far_out); ε is added to every channel of
-    the region's sites (restricted to ``mask`` (n, 1, *lattice) when given, e.g. occupied sites).
-    x: (n, C, *lattice); probes: P sites. All 2·P·n perturbed fields go through ``score_fn`` in
-    batches of at most ``chunk`` fields. Returns (n, P, C).
+    (near: r_in = 1, r_out = r_near; far: r_far_in, r_far_out); on an open box (``periodic=False``)
+    A is clipped to the box. ε is added to every channel of the region's sites (restricted to
+    ``mask`` (n, 1, *lattice) when given, e.g. occupied sites).
+
+    x: (n, C, *lattice). probes: P sites shared by all samples (a sequence of coordinate tuples),
+    or per-sample sites, an integer tensor (n, P, d) (probe k of sample b at ``probes[b, k]``).
+    ``score_fn`` is called 2·P times, each time on one whole perturbed copy (n, C, *lattice) of x
+    whose sample b is x[b] perturbed — so a score function with per-sample conditioning bound to
+    the n samples (a student's cond, a teacher's ports/types) always sees aligned inputs.
+    Returns (n, P, C).
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    n, lattice = x.shape[0], x.shape[2:]
-    probes = [tuple(int(c) for c in p) for p in probes]
-    regions = torch.stack([region_mask(lattice, p, r_in, r_out, periodic=periodic, device=x.device)
-                           for p in probes]).to(x.dtype)                 # (P, *lattice)
-    delta = eps * regions[:, None, None] if mask is None else eps * regions[:, None, None] * mask.to(x.dtype)
-    fields = torch.stack([x + delta.expand(len(probes), *x.shape), x - delta.expand(len(probes), *x.shape)])
-    fields = fields.reshape(-1, *x.shape[1:])                           # (2·P·n, C, *lattice), order (±, P, n)
-    out = torch.cat([score_fn(fields[k:k + chunk]).detach() for k in range(0, len(fields), chunk)])
-    out = out.reshape(2, len(probes), n, *x.shape[1:])
-    all_ = slice(None)
-    at_probe = torch.stack([out[(all_, k, all_, all_) + p] for k, p in enumerate(probes)], dim=2)
-    return (at_probe[0] - at_probe[1]) / (2 * eps)                     # (n, P, C)
+    if not 0 <= r_in <= r_out:
+        raise ValueError(f"need 0 <= r_in <= r_out, got r_in={r_in}, r_out={r_out}")
+    n, lattice = x.shape[0], tuple(x.shape[2:])
+    sites = _per_sample_sites(probes, n, len(lattice), "probes")              # (n, P, d)
+    keep = None if mask is None else mask.to(x.dtype)
+    rows = []
+    for k in range(sites.shape[1]):
+        region = torch.stack([region_mask(lattice, sites[b, k].tolist(), r_in, r_out, periodic=periodic,
+                                          device=x.device) for b in range(n)])   # (n, *lattice)
+        delta = eps * region.unsqueeze(1).to(x.dtype)                            # (n, 1, *lattice)
+        if keep is not None:
+            delta = delta * keep
+        plus, minus = score_fn(x + delta).detach(), score_fn(x - delta).detach()
+        if plus.shape != x.shape:
+            raise ValueError(f"score_fn must return the shape of x {tuple(x.shape)}, got {tuple(plus.shape)}")
+        idx = (torch.arange(n),) + tuple(sites[:, k, a] for a in range(len(lattice)))
+        diff = (plus - minus).movedim(1, -1)                                     # (n, *lattice, C)
+        rows.append(diff[idx] / (2 * eps))                                       # (n, C)
+    return torch.stack(rows, dim=1)                                              # (n, P, C)
 
 
 def response_relative_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -81,16 +104,26 @@ def response_relative_error(student: torch.Tensor, teacher: torch.Tensor) -> tor
     return (student - teacher).norm() / teacher.norm()
 
 
-def score_response_profile(score_fn: ScoreFn, x: torch.Tensor, site: Sequence[int], r_max: int, *,
-                           periodic: bool = True, absolute: bool = True) -> torch.Tensor:
+def score_response_profile(score_fn: ScoreFn, x: torch.Tensor, site, r_max: int, *,
+                           periodic: bool = True, absolute: bool = True,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
     """Response profile ρ(r) = Σ_{j: d∞(i,j)=r} ∂s_i/∂x_j (|·| if ``absolute``) of any score function.
 
     The Jacobian row of site i comes from one backward pass per channel of s_i summed over the
-    batch (samples are independent); with C channels the entries Σ_{c,c'} |∂s_{i,c}/∂x_{j,c'}|
-    (signed: the plain sum) are shell-summed. x: (n, C, *lattice); returns (n, r_max + 1),
-    r = 0 being the diagonal.
+    batch (samples are independent; ``score_fn`` is called once, on the whole batch x); with C
+    channels the entries Σ_{c,c'} |∂s_{i,c}/∂x_{j,c'}| (signed: the plain sum) are shell-summed.
+    x: (n, C, *lattice); site: one site (a coordinate tuple) shared by all samples, or per-sample
+    sites (n, d) (an integer tensor or nested sequence); ``mask`` (n, 1, *lattice): only the
+    columns j with mask 1 count (open boxes: occupied sites — the score is a function of the
+    occupied coordinates only). Returns (n, r_max + 1), r = 0 being the diagonal.
     """
-    site = tuple(int(c) for c in site)
+    n, d = x.shape[0], x.dim() - 2
+    sites = torch.as_tensor(site, dtype=torch.int64)
+    sites = sites.expand(n, d) if sites.dim() == 1 else sites                    # (n, d)
+    if sites.shape != (n, d):
+        raise ValueError(f"site must be one site of {d} coordinates or per-sample sites of shape (n={n}, {d}), "
+                         f"got shape {tuple(sites.shape)}")
+    idx = (torch.arange(n),) + tuple(sites[:, a] for a in range(d))
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         s = score_fn(x)
@@ -98,10 +131,33 @@ def score_response_profile(score_fn: ScoreFn, x: torch.Tensor, site: Sequence[in
             raise ValueError(f"score_fn must return the shape of x {tuple(x.shape)}, got {tuple(s.shape)}")
         rows = []
         for c in range(s.shape[1]):
-            (g,) = torch.autograd.grad(s[(slice(None), c) + site].sum(), x, retain_graph=c + 1 < s.shape[1])
+            (g,) = torch.autograd.grad(s[:, c][idx].sum(), x, retain_graph=c + 1 < s.shape[1])
             rows.append(g.abs() if absolute else g)
     jac = torch.stack(rows).sum(0).sum(1)                                # (n, *lattice)
-    return shell_sums(jac, site, r_max, periodic=periodic, absolute=absolute)
+    if mask is not None:
+        jac = jac * mask.to(jac.dtype)[:, 0]
+    if bool((sites == sites[:1]).all()):
+        return shell_sums(jac, tuple(sites[0].tolist()), r_max, periodic=periodic, absolute=absolute)
+    return torch.cat([shell_sums(jac[b:b + 1], tuple(sites[b].tolist()), r_max, periodic=periodic,
+                                 absolute=absolute) for b in range(n)])
+
+
+def open_box_bulk(shape: Sequence[int], margin: int, *, device=None) -> torch.Tensor:
+    """Boolean (*shape) indicator of the open-box sites farther than ``margin`` from the outside of
+    the box: d∞(i, outside) = min_k min(i_k + 1, L_k − i_k) > margin, i.e. ``margin`` boundary layers
+    dropped (``margin`` 0: every site). DESIGN §7's bulk "distance > R from the boundary" is
+    ``margin = R``: the sites whose radius-R receptive field lies inside the box (a local student
+    there sees no zero padding). May be empty (all False) on small boxes."""
+    if int(margin) < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    bulk = torch.ones(tuple(shape), dtype=torch.bool, device=device)
+    for axis, n in enumerate(shape):
+        idx = torch.arange(n, device=device)
+        inner = torch.minimum(idx, n - 1 - idx) >= int(margin)
+        view = [1] * len(shape)
+        view[axis] = n
+        bulk = bulk & inner.view(view)
+    return bulk
 
 
 def local_observables(x: torch.Tensor, *, periodic: bool = True,

@@ -37,7 +37,11 @@ def _positive(values) -> np.ndarray:
 
 def plot_fdlf(results: dict[str, Any], path: str | os.PathLike) -> None:
     """FDLF figure: normalised response profile ρ(r)/Σ_{r'≥1}ρ(r') of student vs teacher per L
-    (log scale, receptive radius marked), then clean-score RMSE and response errors vs L."""
+    (log scale, receptive radius marked), then clean-score RMSE and response errors vs L.
+
+    2D tori and 3D open boxes alike (open boxes: profiles at occupied near-centre probes over
+    occupied columns, see the callback); metrics that are NaN at every L (e.g. an empty bulk) are
+    left out of the last panel, NaN points elsewhere are not drawn."""
     profiles, rows = results["profiles"], results["rows"]
     fig, axes = _panels(len(profiles) + 1)
     radius = results.get("receptive_radius")
@@ -53,7 +57,9 @@ def plot_fdlf(results: dict[str, Any], path: str | os.PathLike) -> None:
     ax = axes[-1]
     sizes = [row["L"] for row in rows]
     for key in results["rmse_keys"] + ["near_response_error", "far_response_error"]:
-        ax.plot(sizes, [row[key] for row in rows], "o-", label=key)
+        values = np.asarray([row[key] for row in rows], dtype=np.float64)
+        if np.isfinite(values).any():
+            ax.plot(sizes, values, "o-", label=key)
     ax.set(title="size extrapolation", xlabel="L", ylabel="relative error", xscale="log")
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.xaxis.set_minor_formatter(NullFormatter())

@@ -1,8 +1,10 @@
-"""Exact teachers: FDLF families (exact density, exact score, tunable response range) and a
-stationary Gaussian field (closed-form smoothed score).
+"""Exact teachers: FDLF families (exact density, exact score, tunable response range), a
+stationary Gaussian field (closed-form smoothed score), and the 3D hard-valid mixed
+discrete-continuous teachers (open boxes; ``hard_valid.py``).
 
-``make_teacher(key, seed=0, dtype=torch.float64)`` for ``key`` in ``TEACHER_KEYS``; every teacher
-follows the ``Teacher`` protocol of ``base.py``.
+``make_teacher(key, seed=0, dtype=torch.float64)`` for ``key`` in ``TEACHER_KEYS``; the 2D periodic
+teachers (``PERIODIC_2D_KEYS``) follow the ``Teacher`` protocol of ``base.py``; the hard-valid ones
+take the discrete state (ports, types) as extra arguments of ``log_prob`` / ``score``.
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from sizetransfer.teachers.base import Teacher
 from sizetransfer.teachers.fdlf import FAMILIES, FDLFConfig, FDLFTeacher, make_fdlf
 
 FDLF_KEYS = tuple(FAMILIES)  # simple_local, complex_local, medium_range, complex_long
-TEACHER_KEYS = FDLF_KEYS + ("gaussian",)
+HARD_VALID_KEYS = ("hard_valid_short", "hard_valid_long")  # 3D open-box mixed teachers (hard_valid.py)
+#: Teachers of one-channel fields on the periodic square lattice (FDLFDataModule, Teacher protocol).
+PERIODIC_2D_KEYS = FDLF_KEYS + ("gaussian",)
+TEACHER_KEYS = PERIODIC_2D_KEYS + HARD_VALID_KEYS
 
 
 def _make_gaussian(*, seed: int, dtype: torch.dtype):
@@ -25,9 +30,13 @@ def make_teacher(key: str, *, seed: int = 0, dtype: torch.dtype = torch.float64)
     """The teacher ``key`` (one of ``TEACHER_KEYS``) with parameters fixed by ``seed``."""
     if key == "gaussian":
         return _make_gaussian(seed=seed, dtype=dtype)
+    if key in HARD_VALID_KEYS:
+        from sizetransfer.teachers.hard_valid import make_hard_valid
+
+        return make_hard_valid(key, seed=seed, dtype=dtype)
     if key not in FAMILIES:
         raise ValueError(f"teacher key must be one of {list(TEACHER_KEYS)}, got {key!r}")
     return make_fdlf(key, seed=seed, dtype=dtype)
 
 
-__all__ = ["FDLF_KEYS", "TEACHER_KEYS", "FDLFConfig", "FDLFTeacher", "Teacher", "make_teacher"]
+__all__ = ["FDLF_KEYS", "HARD_VALID_KEYS", "PERIODIC_2D_KEYS", "TEACHER_KEYS", "FDLFConfig", "FDLFTeacher", "Teacher", "make_teacher"]

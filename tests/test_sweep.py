@@ -1,0 +1,169 @@
+"""``python -m sizetransfer.sweep``: sweep configs, run keys, option checks before any run, a tiny real
+sweep (subprocess fits), skipping finished runs, resuming an interrupted one, aggregation, W&B grouping
+read back from the offline runs, and the shipped W&B sweep definitions."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sizetransfer import sweep
+from sizetransfer.sweep import SweepError, expand, load_spec, main
+
+SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+
+TINY_OVERRIDES = {
+    "trainer.max_steps": 2, "model.width": 8, "model.warmup_steps": 1, "data.init_args.train_size": 12,
+    "data.init_args.eval_sizes": [12, 16], "data.init_args.batch_size": 4, "data.init_args.val_batches": 1,
+    "trainer.val_check_interval": 2, "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False,
+    "evaluation.n_samples": 2, "evaluation.response_samples": 1, "evaluation.n_probes": 1,
+    "evaluation.far": [5, 6], "evaluation.progress": False, "checkpoint.every_n_train_steps": 1,
+    "generation.sizes": None,
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+
+
+def write_spec(path: Path, **changes) -> Path:
+    spec = {"name": "tiny", "fit_config": "fdlf_size_sweep.yaml",
+            "grid": {"data.init_args.teacher": ["simple_local"], "seed": [0, 1]},
+            "overrides": dict(TINY_OVERRIDES), "figures": []}
+    spec.update(changes)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_keys_and_arguments(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"data.init_args.teacher": ["simple_local", "complex_long"],
+                                                           "model.blocks": [1, 2], "seed": [3]}))
+    runs = expand(spec)
+    assert [r.key for r in runs] == [f"teacher={t}-blocks={b}-seed=3" for t in ("simple_local", "complex_long")
+                                     for b in (1, 2)]
+    args = runs[1].args
+    assert args[:2] == ["--config", "fdlf_size_sweep.yaml"]
+    pairs = dict(zip(args[2::2], args[3::2]))
+    assert pairs["--model.blocks"] == "2" and pairs["--data.init_args.teacher"] == "simple_local"
+    assert pairs["--seed_everything"] == "3" and pairs["--data.init_args.seed"] == "3"  # the seed axis sets both
+    assert pairs["--data.init_args.eval_sizes"] == "[12,16]"
+    assert pairs["--run.dir"] == str(Path("runs/sweeps/tiny") / runs[1].key)
+    assert runs[0].values == {"teacher": "simple_local", "blocks": 1, "seed": 3}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"grdi": {}}, "grdi"),
+    ({"grid": {}}, "grid"),
+    ({"grid": {"model.blocks": []}}, "grid.model.blocks"),
+    ({"grid": {"model.blocks": [1, 1]}}, "repeated"),
+    ({"figures": ["sizes"]}, "sizes"),
+    ({"name": "a/b"}, "name"),
+    ({"grid": {"seed": [0]}, "overrides": {"seed": 1}}, "both"),
+])
+def test_bad_sweep_configs_are_named(tmp_path, changes, message):
+    with pytest.raises(SweepError, match=message):
+        load_spec(write_spec(tmp_path / "s.yaml", **changes))
+
+
+def test_bad_fit_option_stops_the_sweep_before_any_run(tmp_path, capsys):
+    path = write_spec(tmp_path / "s.yaml", grid={"model.widht": [8]})
+    with pytest.raises(SweepError, match="widht"):
+        main(["--config", str(path), "--root", str(tmp_path / "sweeps")])
+    path = write_spec(tmp_path / "s.yaml", grid={"data.init_args.eval_sizes": [[12], [13]]})  # odd L: no teacher
+    with pytest.raises(SweepError, match="eval_sizes"):
+        main(["--config", str(path), "--root", str(tmp_path / "sweeps")])
+    assert not (tmp_path / "sweeps").exists()
+    with pytest.raises(SweepError, match="--jobs"):
+        main(["--config", str(path), "--jobs", "0"])
+    with pytest.raises(SweepError, match="no sweep config"):
+        main(["--config", "no_such_sweep"])
+
+
+def test_shipped_sweeps_check_and_match_their_wandb_definitions(capsys):
+    """Every shipped sweep parses, every grid point passes the fit's option checks (nothing is written),
+    and configs/sweeps/wandb/<name>.yaml is what ``--wandb-definition`` prints."""
+    names = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
+    assert {"size", "radius", "ising"} <= set(names)
+    for name in names:
+        spec = load_spec(SWEEPS / f"{name}.yaml")
+        runs = expand(spec)
+        sweep.check_runs(runs[:1] + runs[-1:])
+        assert all(r.max_steps > 0 for r in runs[:1] + runs[-1:])
+        capsys.readouterr()
+        assert main(["--config", f"{name}.yaml", "--wandb-definition"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        shipped = yaml.safe_load((SWEEPS / "wandb" / f"{name}.yaml").read_text())
+        assert printed == shipped, f"configs/sweeps/wandb/{name}.yaml is stale: regenerate it"
+        assert printed["method"] == "grid"
+        assert {k: v["values"] for k, v in printed["parameters"].items()} == \
+            {sweep.short_name(k): v for k, v in spec.grid.items()}
+    assert not Path("runs").exists()
+
+
+def _group_of(run_dir: Path) -> dict:
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(offline)],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    run = next(json.loads(line)["run"] for line in out.splitlines() if '"type":"run"' in line)
+    return {"group": run.get("run_group"), "name": run.get("display_name"), "job_type": run.get("job_type")}
+
+
+@pytest.mark.slow
+def test_tiny_sweep_runs_skips_resumes_and_aggregates(tmp_path, capsys):
+    path = write_spec(tmp_path / "s.yaml")
+    root = tmp_path / "sweeps"
+    assert main(["--config", str(path), "--root", str(root), "--threads", "1"]) == 0
+    out = root / "tiny"
+    runs = read_csv(out / "runs.csv")
+    assert [(r["run"], r["status"], r["teacher"], r["seed"]) for r in runs] == \
+        [("teacher=simple_local-seed=0", "done", "simple_local", "0"),
+         ("teacher=simple_local-seed=1", "done", "simple_local", "1")]
+    results = read_csv(out / "results.csv")
+    assert [(r["run"], r["L"]) for r in results] == [(k, L) for k in ("teacher=simple_local-seed=0",
+                                                                      "teacher=simple_local-seed=1") for L in ("12", "16")]
+    assert all(float(r["rmse_sigma0.05"]) > 0 and r["step"] == "2" and r["receptive_radius"] == "4" for r in results)
+    # W&B: every fit in the sweep's group, named after the run; an aggregate run with the tables
+    info = _group_of(out / "teacher=simple_local-seed=1")
+    assert info == {"group": "tiny", "name": "tiny/teacher=simple_local-seed=1", "job_type": "fit"}
+    assert _group_of(out)["job_type"] == "aggregate"
+
+    # restart: finished runs are skipped (their logs get no new command line)
+    logs = {p.name: p.read_text() for p in (out / "logs").glob("*.log")}
+    capsys.readouterr()
+    assert main(["--config", str(path), "--root", str(root), "--no-wandb"]) == 0
+    assert "2 finished, 0 to run" in capsys.readouterr().out
+    assert {p.name: p.read_text() for p in (out / "logs").glob("*.log")} == logs
+
+    # an interrupted run (checkpoint, no final evaluation) resumes from its last checkpoint
+    run1 = out / "teacher=simple_local-seed=1"
+    for f in (run1 / "eval" / "step=2").iterdir():
+        f.unlink()
+    (run1 / "eval" / "step=2").rmdir()
+    assert main(["--config", str(path), "--root", str(root), "--no-wandb", "--threads", "1"]) == 0
+    log = (out / "logs" / "teacher=simple_local-seed=1.log").read_text()
+    assert "--ckpt_path" in log and "last.ckpt" in log
+    assert (run1 / "eval" / "step=2" / "metrics.csv").is_file()
+    assert not list(out.glob(".*interrupted*"))  # the interrupted copy is removed once the run finished
+    assert len(read_csv(out / "results.csv")) == 4
+
+
+def test_point_mode_selects_one_grid_point(tmp_path):
+    path = write_spec(tmp_path / "s.yaml")
+    with pytest.raises(SweepError, match="unknown axis"):
+        main(["--config", str(path), "--point", "--teachr=simple_local", "--seed=0"])
+    with pytest.raises(SweepError, match="not a point"):
+        main(["--config", str(path), "--point", "--teacher=simple_local", "--seed=7"])
+    assert main(["--config", str(path), "--root", str(tmp_path / "s"), "--point", "--dry-run",
+                 "--teacher=simple_local", "--seed=1"]) == 0
