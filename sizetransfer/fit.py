@@ -175,6 +175,7 @@ class SizeTransferCLI(LightningCLI):
 
     def fit(self) -> None:
         """Train (resuming from ``ckpt_path`` if given) and print where the results are."""
+        fresh_wandb_service(self.trainer)
         seen = _TrainEndSeen()
         self.trainer.callbacks.append(seen)
         self.trainer.fit(self.model, self.datamodule, ckpt_path=self.config.ckpt_path)
@@ -217,6 +218,18 @@ class SizeTransferCLI(LightningCLI):
                 hint = f"  (view: wandb leet {wandb_run}; upload: wandb sync {wandb_run})" if mode == "offline" else ""
                 lines.append(f"  W&B ({mode})  {wandb_run}{hint}")
         print("\n".join(lines), flush=True)
+
+
+def fresh_wandb_service(trainer) -> None:
+    """Shut down a W&B service left by earlier, finished runs of this process (a notebook, tests) before
+    this fit's run starts: a reused service wrote an offline run's transaction log (``run-*.wandb``)
+    to the earlier run's directory instead of this run's (wandb 0.31)."""
+    if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        return
+    import wandb
+
+    if wandb.run is None:
+        wandb.teardown()
 
 
 class _TrainEndSeen(Callback):

@@ -39,6 +39,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -227,10 +228,55 @@ def launch(spec: SweepSpec, run: Run, *, threads: int, log: Path, resume_from: P
         return subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(spec, run, threads))
 
 
+def _lock_path(spec: SweepSpec, run: Run) -> Path:
+    return spec.sweep_dir / "logs" / f"{run.key}.lock"
+
+
+def claim(spec: SweepSpec, run: Run) -> bool:
+    """Take the run's lock file (``logs/<key>.lock``: pid and host of the runner training it), so that
+    several runners can share one sweep; False if a live runner holds it. A lock left by a dead process
+    on this host is taken over."""
+    lock = _lock_path(spec, run)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid, host = lock.read_text().split()[:2]
+                if host != socket.gethostname():
+                    return False  # another machine's runner: assume it is alive
+                os.kill(int(pid), 0)
+                return False
+            except ProcessLookupError:
+                lock.unlink(missing_ok=True)  # its runner died: take it over
+                continue
+            except (ValueError, OSError):
+                return False  # being written right now, or not ours to judge
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return True
+    return False
+
+
 def run_one(spec: SweepSpec, run: Run, *, threads: int) -> None:
-    """Train ``run`` unless finished: an interrupted run (a checkpoint, no final evaluation) resumes from
-    ``checkpoints/last.ckpt``; a run without a checkpoint starts again from scratch."""
+    """Train ``run`` unless finished or taken by another runner (:func:`claim`): an interrupted run
+    (a checkpoint, no final evaluation) resumes from ``checkpoints/last.ckpt``; a run without a
+    checkpoint starts again from scratch."""
     if run.finished():
+        run.status = "done"
+        return
+    if not claim(spec, run):
+        run.status = "running elsewhere"
+        return
+    try:
+        _train(spec, run, threads=threads)
+    finally:
+        _lock_path(spec, run).unlink(missing_ok=True)
+
+
+def _train(spec: SweepSpec, run: Run, *, threads: int) -> None:
+    if run.finished():  # finished by another runner meanwhile
         run.status = "done"
         return
     log = spec.sweep_dir / "logs" / f"{run.key}.log"
@@ -301,7 +347,8 @@ def aggregate(spec: SweepSpec, runs: list[Run]) -> dict[str, Path]:
         elif run.status != "failed" and times.get(run.key, {}).get("status") == "failed":
             run.status = "failed"
         wall = run.wall_s if run.wall_s == run.wall_s else times.get(run.key, {}).get("wall_s", "")
-        run_rows.append({"run": run.key, "status": run.status, "wall_s": wall, "run_dir": str(run.run_dir),
+        status = run.status if run.status in ("done", "failed") else "pending"
+        run_rows.append({"run": run.key, "status": status, "wall_s": wall, "run_dir": str(run.run_dir),
                          **run.values})
         if run.status != "done":
             continue
@@ -458,8 +505,11 @@ def main(argv: list[str] | None = None) -> int:
 
         def work(run: Run) -> None:
             run_one(spec, run, threads=threads)
-            bar.write(f"  {run.status:6s} {run.key}  ({run.wall_s:.0f} s)"
-                      + ("" if run.status == "done" else f"  see {spec.sweep_dir / 'logs' / (run.key + '.log')}"))
+            if run.status == "running elsewhere":
+                bar.write(f"  skip   {run.key}  (another runner holds {_lock_path(spec, run)})")
+            else:
+                bar.write(f"  {run.status:6s} {run.key}  ({run.wall_s:.0f} s)"
+                          + ("" if run.status == "done" else f"  see {spec.sweep_dir / 'logs' / (run.key + '.log')}"))
             bar.update()
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -469,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = draw_figures(spec)
     wandb_dir = None if args.no_wandb else log_to_wandb(spec, tables, figures)
     failed = [r.key for r in runs if r.status == "failed"]
-    pending = [r.key for r in runs if r.status == "pending"]
+    pending = [r.key for r in runs if r.status not in ("done", "failed")]
     print(f"\nSweep {spec.name}: {sum(r.status == 'done' for r in runs)} done, {len(failed)} failed, "
           f"{len(pending)} pending")
     for name, path in tables.items():

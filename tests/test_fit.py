@@ -154,3 +154,11 @@ def test_ddp_two_cpu_processes(tmp_path):
     (run_dir,) = (tmp_path / "runs" / "ddp").iterdir()  # one run dir shared by both ranks
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file()
     assert "Results of this run" in proc.stdout
+
+
+def test_model_that_does_not_fit_the_2d_data_is_named(tmp_path, capsys):
+    with pytest.raises(ValueError, match="model.dim=3 .*model.dim: 2") as err:
+        cli_main(TINY + ["--trainer.max_steps", "4", "--model.dim", "3"])
+    with pytest.raises(ValueError, match="model.in_channels=2"):
+        cli_main(TINY + ["--trainer.max_steps", "4", "--model.in_channels", "2"])
+    assert not (tmp_path / "runs").exists()

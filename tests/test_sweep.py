@@ -2,6 +2,7 @@
 sweep (subprocess fits), skipping finished runs, resuming an interrupted one, aggregation, W&B grouping
 read back from the offline runs, and the shipped W&B sweep definitions."""
 import csv
+import os
 import json
 import subprocess
 import sys
@@ -167,3 +168,20 @@ def test_point_mode_selects_one_grid_point(tmp_path):
         main(["--config", str(path), "--point", "--teacher=simple_local", "--seed=7"])
     assert main(["--config", str(path), "--root", str(tmp_path / "s"), "--point", "--dry-run",
                  "--teacher=simple_local", "--seed=1"]) == 0
+
+
+def test_run_locks_share_a_sweep_between_runners(tmp_path):
+    """A run held by a live runner is skipped by another; a lock left by a dead process is taken over."""
+    import socket
+
+    spec = load_spec(write_spec(tmp_path / "s.yaml"))
+    run = expand(spec)[0]
+    assert sweep.claim(spec, run)
+    assert not sweep.claim(spec, run)  # held by this (live) process
+    sweep.run_one(spec, run, threads=1)
+    assert run.status == "running elsewhere" and not run.run_dir.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    sweep._lock_path(spec, run).write_text(f"{dead.pid} {socket.gethostname()}\n")
+    assert sweep.claim(spec, run)  # the dead runner's lock is taken over
+    assert sweep._lock_path(spec, run).read_text().split()[0] == str(os.getpid())

@@ -144,6 +144,23 @@ class StreamingDataModule(pl.LightningDataModule):
         """Raise ValueError unless samples can be drawn at size L."""
         raise NotImplementedError
 
+    def expected_model(self) -> dict:
+        """Student options these batches need (checked by :meth:`check_model`): one-channel fields on
+        the periodic square lattice, no conditioning channels; subclasses override."""
+        return {"dim": 2, "periodic": True, "in_channels": 1, "cond_channels": 0}
+
+    def check_model(self, model) -> None:
+        """ValueError naming every ``model.<option>`` (a ``ScoreModule``'s hyperparameters) that does not
+        fit these batches; options the model does not have are not checked. ``ScoreModule.check_fit``
+        calls it before training."""
+        hparams = getattr(model, "hparams", None) or {}
+        expected = self.expected_model()
+        bad = [k for k, v in expected.items() if k in hparams and hparams[k] != v]
+        if bad:
+            got = ", ".join(f"model.{k}={hparams[k]!r}" for k in bad)
+            want = ", ".join(f"model.{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in expected.items())
+            raise ValueError(f"{got} does not match the data of {type(self).__name__}; set {want}")
+
     def worker_options(self) -> dict:
         """Extra DataLoader options when ``num_workers > 0`` (e.g. ``multiprocessing_context``)."""
         return {}

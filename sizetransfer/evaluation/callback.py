@@ -466,24 +466,34 @@ class SizeExtrapolationCallback(pl.Callback):
             (plot_fdlf if results["target"] == "fdlf" else plot_ising)(results, tmp)
 
     def _log(self, trainer: pl.Trainer, results: dict[str, Any], out: Path) -> None:
-        from pytorch_lightning.loggers import WandbLogger
-
         metrics = {}
         for row in results["rows"]:
             suffix = f"_sigma{_fmt(row['sigma'])}" if "sigma" in row else ""
             for key in results["metric_keys"]:
                 if not math.isnan(float(row[key])):  # e.g. rmse_bulk where the bulk is empty
                     metrics[f"eval/{key}{suffix}/L={row['L']}"] = float(row[key])
-        step, columns = results["step"], _columns(results)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
-            logger.save()
-            if isinstance(logger, WandbLogger):
-                if self.log_table:
-                    logger.log_table("eval/table", columns=columns,
-                                     data=[[row[c] for c in columns] for row in results["rows"]], step=step)
-                if self.log_image:
-                    logger.log_image("eval/response_profiles", images=[str(out / "response_profiles.png")], step=step)
+        columns = _columns(results)
+        log_evaluation(trainer, metrics, step=results["step"],
+                       table=("eval/table", columns, results["rows"]) if self.log_table else None,
+                       image=("eval/response_profiles", out / "response_profiles.png") if self.log_image else None)
+
+
+def log_evaluation(trainer: pl.Trainer, metrics: dict[str, float], *, step: int,
+                   table: tuple[str, list[str], list[dict]] | None = None,
+                   image: tuple[str, Path] | None = None) -> None:
+    """Scalars to every logger at ``step``; ``table = (key, columns, rows)`` and ``image = (key, png)``
+    to a ``WandbLogger`` only (other loggers have no tables or images)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=step)
+        logger.save()
+        if isinstance(logger, WandbLogger):
+            if table is not None:
+                key, columns, rows = table
+                logger.log_table(key, columns=columns, data=[[row[c] for c in columns] for row in rows], step=step)
+            if image is not None:
+                logger.log_image(image[0], images=[str(image[1])], step=step)
 
 
 def _sigma_min(pl_module) -> float | None:

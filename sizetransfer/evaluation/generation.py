@@ -388,19 +388,12 @@ class GenerationCallback(pl.Callback):
             plot_generation(results, tmp)
 
     def _log(self, trainer: pl.Trainer, results: dict[str, Any], out: Path) -> None:
-        from pytorch_lightning.loggers import WandbLogger
+        from sizetransfer.evaluation.callback import log_evaluation
 
         metrics = {f"gen/{key}/L={row['L']}": float(row[key]) for row in results["rows"] for key in results["metric_keys"]}
-        step, columns = results["step"], results["columns"]
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
-            logger.save()
-            if isinstance(logger, WandbLogger):
-                if self.log_table:
-                    logger.log_table("gen/table", columns=columns,
-                                     data=[[row[c] for c in columns] for row in results["rows"]], step=step)
-                if self.log_image:
-                    logger.log_image("gen/observables", images=[str(out / "generation.png")], step=step)
+        log_evaluation(trainer, metrics, step=results["step"],
+                       table=("gen/table", results["columns"], results["rows"]) if self.log_table else None,
+                       image=("gen/observables", out / "generation.png") if self.log_image else None)
 
 
 def plot_generation(results: dict[str, Any], path) -> None:
