@@ -444,15 +444,7 @@ class SizeExtrapolationCallback(pl.Callback):
         return {k: getattr(self, k) for k in keys}
 
     def _output_dir(self, trainer: pl.Trainer) -> Path:
-        """Run directory, resolved without any collective call (``trainer.log_dir`` broadcasts)."""
-        if self.output_dir is not None:
-            return Path(self.output_dir)
-        if not trainer.loggers:
-            return Path(trainer.default_root_dir)
-        logger = trainer.loggers[0]
-        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
-        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-        return Path(save_dir) / str(logger.name) / version
+        return run_directory(trainer, self.output_dir)
 
     def _write(self, results: dict[str, Any], out: Path) -> None:
         with atomic_output(out / "metrics.csv") as tmp:
@@ -476,6 +468,20 @@ class SizeExtrapolationCallback(pl.Callback):
         log_evaluation(trainer, metrics, step=results["step"],
                        table=("eval/table", columns, results["rows"]) if self.log_table else None,
                        image=("eval/response_profiles", out / "response_profiles.png") if self.log_image else None)
+
+
+def run_directory(trainer: pl.Trainer, output_dir: str | None) -> Path:
+    """Run directory of an evaluation, resolved without any collective call (``trainer.log_dir``
+    broadcasts): ``output_dir``, else the first logger's ``save_dir/name/version`` (ModelCheckpoint's
+    layout), else ``trainer.default_root_dir``."""
+    if output_dir is not None:
+        return Path(output_dir)
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(save_dir) / str(logger.name) / version
 
 
 def log_evaluation(trainer: pl.Trainer, metrics: dict[str, float], *, step: int,

@@ -47,6 +47,7 @@ from sizetransfer.diffusion.sampling import (
     sample_predictor_corrector,
     sample_probability_flow,
 )
+from sizetransfer.evaluation.callback import log_evaluation, run_directory
 from sizetransfer.evaluation.ising_eval import atomic_output
 from sizetransfer.evaluation.metrics import local_observables, observables_mae
 
@@ -189,20 +190,6 @@ def teacher_floor(reference: torch.Tensor, independent: Sequence[torch.Tensor], 
 
 
 # ---------------------------------------------------------------------------------- Lightning callback
-def run_directory(trainer: pl.Trainer, output_dir: str | None) -> Path:
-    """Run directory, resolved as ``SizeExtrapolationCallback._output_dir`` does and without any
-    collective call: ``output_dir``, else the first logger's ``save_dir/name/version``, else
-    ``trainer.default_root_dir``."""
-    if output_dir is not None:
-        return Path(output_dir)
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(save_dir) / str(logger.name) / version
-
-
 def _metric_keys(observable_keys: Sequence[str]) -> list[str]:
     return ["mae", "teacher_floor"] + [f"{k}_error" for k in observable_keys]
 
@@ -388,8 +375,6 @@ class GenerationCallback(pl.Callback):
             plot_generation(results, tmp)
 
     def _log(self, trainer: pl.Trainer, results: dict[str, Any], out: Path) -> None:
-        from sizetransfer.evaluation.callback import log_evaluation
-
         metrics = {f"gen/{key}/L={row['L']}": float(row[key]) for row in results["rows"] for key in results["metric_keys"]}
         log_evaluation(trainer, metrics, step=results["step"],
                        table=("gen/table", results["columns"], results["rows"]) if self.log_table else None,
