@@ -157,7 +157,7 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_model_that_does_not_fit_the_2d_data_is_named(tmp_path, capsys):
-    with pytest.raises(ValueError, match="model.dim=3 .*model.dim: 2") as err:
+    with pytest.raises(ValueError, match="model.dim=3 .*model.dim: 2"):
         cli_main(TINY + ["--trainer.max_steps", "4", "--model.dim", "3"])
     with pytest.raises(ValueError, match="model.in_channels=2"):
         cli_main(TINY + ["--trainer.max_steps", "4", "--model.in_channels", "2"])

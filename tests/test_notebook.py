@@ -1,7 +1,6 @@
 """notebooks/analysis.ipynb executes top to bottom (nbclient, kernel python3 of this environment) on a
 tiny sweep produced by the real runner (``sizetransfer.sweep.main``: 2 teachers × 2 seeds, 2 steps)."""
 import os
-import sys
 import time
 from pathlib import Path
 

@@ -26,27 +26,34 @@ def best_times(fns: dict, repeats: int) -> dict[str, float]:
     return {name: min(t) for name, t in times.items()}
 
 
+HEADER = (f"{'teacher':<17} {'sample ms':>9} {'samples/s':>10} {'log_prob ms':>11} {'score ms':>9} "
+          f"{'scores/s':>9} {'score/log_prob':>14}")
+
+
+def _row(key: str, sample, log_prob, score, repeats: int) -> dict:
+    """Time the three calls (best of ``repeats``), print and return one table row."""
+    t = best_times({"sample": sample, "log_prob": log_prob, "score": score}, repeats)
+    row = dict(teacher=key, sample_s=t["sample"], samples_per_s=BATCH / t["sample"], log_prob_s=t["log_prob"],
+               score_s=t["score"], scores_per_s=BATCH / t["score"], score_over_log_prob=t["score"] / t["log_prob"])
+    print(f"{key:<17} {1e3 * t['sample']:>9.2f} {row['samples_per_s']:>10.0f} {1e3 * t['log_prob']:>11.2f} "
+          f"{1e3 * t['score']:>9.2f} {row['scores_per_s']:>9.0f} {row['score_over_log_prob']:>14.2f}", flush=True)
+    return row
+
+
 def run(quick: bool = False) -> list[dict]:
-    """Print and return one row per teacher key."""
+    """Print and return one row per teacher key (2D periodic teachers, then the 3D hard-valid ones)."""
     from sizetransfer.teachers import PERIODIC_2D_KEYS, make_teacher
 
     repeats = 3 if quick else 20
     rows = []
     print(f"teachers: L={L}, batch {BATCH}, float64, {torch.get_num_threads()} threads, best of {repeats}")
-    print(f"{'teacher':<14} {'sample ms':>9} {'samples/s':>10} {'log_prob ms':>11} {'score ms':>9} "
-          f"{'scores/s':>9} {'score/log_prob':>14}")
+    print(HEADER)
     for key in PERIODIC_2D_KEYS:
         teacher = make_teacher(key, seed=0)
         gen = torch.Generator().manual_seed(0)
         x = teacher.sample(BATCH, L, generator=gen)
-        t = best_times({"sample": lambda: teacher.sample(BATCH, L, generator=gen),
-                        "log_prob": lambda: teacher.log_prob(x), "score": lambda: teacher.score(x)}, repeats)
-        t_sample, t_logp, t_score = t["sample"], t["log_prob"], t["score"]
-        row = dict(teacher=key, sample_s=t_sample, samples_per_s=BATCH / t_sample, log_prob_s=t_logp,
-                   score_s=t_score, scores_per_s=BATCH / t_score, score_over_log_prob=t_score / t_logp)
-        rows.append(row)
-        print(f"{key:<14} {1e3 * t_sample:>9.2f} {row['samples_per_s']:>10.0f} {1e3 * t_logp:>11.2f} "
-              f"{1e3 * t_score:>9.2f} {row['scores_per_s']:>9.0f} {row['score_over_log_prob']:>14.2f}", flush=True)
+        rows.append(_row(key, lambda: teacher.sample(BATCH, L, generator=gen), lambda: teacher.log_prob(x),
+                         lambda: teacher.score(x), repeats))
     rows += run_hard_valid(repeats)
     return rows
 
@@ -58,18 +65,11 @@ def run_hard_valid(repeats: int, L3: int = 16) -> list[dict]:
 
     rows = []
     print(f"\nhard-valid 3D teachers: L={L3} open box, batch {BATCH}, float64, best of {repeats}")
-    print(f"{'teacher':<17} {'sample ms':>9} {'samples/s':>10} {'log_prob ms':>11} {'score ms':>9} "
-          f"{'scores/s':>9} {'score/log_prob':>14}")
+    print(HEADER)
     for key in HARD_VALID_KEYS:
         teacher = make_teacher(key, seed=0)
         gen = torch.Generator().manual_seed(0)
         ports, types, x = teacher.sample(BATCH, L3, generator=gen)
-        t = best_times({"sample": lambda: teacher.sample(BATCH, L3, generator=gen),
-                        "log_prob": lambda: teacher.log_prob(ports, types, x),
-                        "score": lambda: teacher.score(x, ports, types)}, repeats)
-        row = dict(teacher=key, sample_s=t["sample"], samples_per_s=BATCH / t["sample"], log_prob_s=t["log_prob"],
-                   score_s=t["score"], scores_per_s=BATCH / t["score"], score_over_log_prob=t["score"] / t["log_prob"])
-        rows.append(row)
-        print(f"{key:<17} {1e3 * t['sample']:>9.2f} {row['samples_per_s']:>10.0f} {1e3 * t['log_prob']:>11.2f} "
-              f"{1e3 * t['score']:>9.2f} {row['scores_per_s']:>9.0f} {row['score_over_log_prob']:>14.2f}", flush=True)
+        rows.append(_row(key, lambda: teacher.sample(BATCH, L3, generator=gen),
+                         lambda: teacher.log_prob(ports, types, x), lambda: teacher.score(x, ports, types), repeats))
     return rows

@@ -54,19 +54,6 @@ def hard_valid_batch(teacher, ports: torch.Tensor, types: torch.Tensor, x: torch
     return batch
 
 
-def model_geometry(model) -> dict[str, Any]:
-    """``dim``, ``periodic``, ``in_channels``, ``cond_channels`` of a student: a ``ScoreModule`` (its
-    hyperparameters), or any module with a ``LocalCNN`` at ``.student.net`` / ``.net`` / itself.
-    Keys it cannot find are left out."""
-    hparams = getattr(model, "hparams", None) or {}
-    out = {k: hparams[k] for k in ("dim", "periodic", "in_channels", "cond_channels") if k in hparams}
-    for owner in (getattr(getattr(model, "student", None), "net", None), getattr(model, "net", None), model):
-        for k in ("dim", "periodic", "in_channels", "cond_channels"):
-            if k not in out and owner is not None and isinstance(getattr(owner, k, None), (bool, int)):
-                out[k] = getattr(owner, k)
-    return out
-
-
 class HardValidDataModule(StreamingDataModule):
     """Streams exact samples of a hard-valid 3D teacher (``make_teacher(teacher, seed=teacher_seed)``,
     float64), handed to training as float32 ``{"x0", "cond", "mask"}`` batches on the open box
@@ -118,18 +105,9 @@ class HardValidDataModule(StreamingDataModule):
         "cond_channels": 6 + K + 1}``."""
         return {"dim": 3, "periodic": False, "in_channels": self.channels, "cond_channels": self.cond_channels}
 
-    def check_model(self, model) -> None:
-        """ValueError naming every ``model.<option>`` whose value does not fit these batches (see
-        :meth:`expected_model`); options the model does not expose are not checked."""
-        actual = model_geometry(model)
-        expected = self.expected_model()
-        bad = [k for k, v in expected.items() if k in actual and actual[k] != v]
-        if bad:
-            got = ", ".join(f"model.{k}={actual[k]!r}" for k in bad)
-            want = ", ".join(f"model.{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in expected.items())
-            raise ValueError(f"{got} does not match the data: teacher {self.teacher.key} is an open 3D box with "
-                             f"m = {self.channels} continuous channels and {self.cond_channels} conditioning "
-                             f"channels; set {want}")
+    def describe_data(self) -> str:
+        return (f"teacher {self.teacher.key} is an open 3D box with m = {self.channels} continuous channels "
+                f"and {self.cond_channels} conditioning channels")
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.trainer is not None and self.trainer.lightning_module is not None:

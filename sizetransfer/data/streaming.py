@@ -37,6 +37,20 @@ def torch_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def model_geometry(model) -> dict:
+    """``dim``, ``periodic``, ``in_channels``, ``cond_channels`` of a student: a ``ScoreModule`` (its
+    hyperparameters), or any module with a ``LocalCNN`` at ``.student.net`` / ``.net`` / itself.
+    Keys it cannot find are left out."""
+    keys = ("dim", "periodic", "in_channels", "cond_channels")
+    hparams = getattr(model, "hparams", None) or {}
+    out = {k: hparams[k] for k in keys if k in hparams}
+    for owner in (getattr(getattr(model, "student", None), "net", None), getattr(model, "net", None), model):
+        for k in keys:
+            if k not in out and owner is not None and isinstance(getattr(owner, k, None), (bool, int)):
+                out[k] = getattr(owner, k)
+    return out
+
+
 class BatchStream(IterableDataset):
     """Infinite IterableDataset of whole batches: batch k = ``make_batch(batch_seed(seed, stream, rank, k))``.
 
@@ -149,17 +163,21 @@ class StreamingDataModule(pl.LightningDataModule):
         the periodic square lattice, no conditioning channels; subclasses override."""
         return {"dim": 2, "periodic": True, "in_channels": 1, "cond_channels": 0}
 
+    def describe_data(self) -> str:
+        """What the batches are, for :meth:`check_model`'s message."""
+        return f"{type(self).__name__} streams one-channel fields on the periodic square lattice"
+
     def check_model(self, model) -> None:
-        """ValueError naming every ``model.<option>`` (a ``ScoreModule``'s hyperparameters) that does not
-        fit these batches; options the model does not have are not checked. ``ScoreModule.check_fit``
-        calls it before training."""
-        hparams = getattr(model, "hparams", None) or {}
+        """ValueError naming every ``model.<option>`` (see :func:`model_geometry`) that does not fit these
+        batches; options the model does not expose are not checked. ``ScoreModule.check_fit`` calls it
+        before training."""
+        actual = model_geometry(model)
         expected = self.expected_model()
-        bad = [k for k, v in expected.items() if k in hparams and hparams[k] != v]
+        bad = [k for k, v in expected.items() if k in actual and actual[k] != v]
         if bad:
-            got = ", ".join(f"model.{k}={hparams[k]!r}" for k in bad)
+            got = ", ".join(f"model.{k}={actual[k]!r}" for k in bad)
             want = ", ".join(f"model.{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in expected.items())
-            raise ValueError(f"{got} does not match the data of {type(self).__name__}; set {want}")
+            raise ValueError(f"{got} does not match the data: {self.describe_data()}; set {want}")
 
     def worker_options(self) -> dict:
         """Extra DataLoader options when ``num_workers > 0`` (e.g. ``multiprocessing_context``)."""

@@ -40,7 +40,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,7 +58,7 @@ from sizetransfer.evaluation.metrics import (
     score_response_profile,
 )
 from sizetransfer.evaluation.plots import plot_fdlf, plot_ising
-from sizetransfer.lattice import chebyshev_distance, response_range
+from sizetransfer.lattice import response_range
 
 
 def _fmt(value: float) -> str:
