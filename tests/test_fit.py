@@ -12,17 +12,12 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from helpers import TINY_FIT, wandb_summary
 from sizetransfer.fit import cli_main, find_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: A tiny FDLF run: simple_local at L = 12 (R = 4 < 6), a cheap evaluation at L = 12 and 16.
-TINY = ["--config", "fdlf_size_sweep.yaml", "--model.width", "8", "--model.warmup_steps", "1",
-        "--data.train_size", "12", "--data.eval_sizes", "[12, 16]", "--data.batch_size", "4",
-        "--data.val_batches", "1", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--evaluation.n_samples", "2", "--evaluation.response_samples", "1",
-        "--evaluation.n_probes", "1", "--evaluation.far", "[5, 6]", "--evaluation.progress", "false",
-        "--generation.sizes", "null"]
+TINY = ["--config", "fdlf_size_sweep.yaml", *TINY_FIT, "--generation.sizes", "null"]
 
 
 @pytest.fixture(autouse=True)
@@ -79,15 +74,6 @@ def test_unknown_yaml_key_is_named(tmp_path, capsys):
         cli_main(["--config", str(tmp_path / "bad.yaml")])
     assert "widht" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
-
-
-def wandb_summary(run_dir: Path) -> dict:
-    """The offline run read back by wandb's own reader (``wandb leet inspect --summary --json``)."""
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(offline)],
-                         capture_output=True, text=True, check=True, timeout=60)
-    return json.loads(out.stdout)
 
 
 def test_fit_wandb_offline_and_resume(tmp_path, capsys):

@@ -9,14 +9,12 @@ independent sets (measured at L = 16, n = 128: 0.011 ± 0.0035, so ≈ 0.022; ex
 """
 import csv
 import json
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
+from helpers import TINY_FIT, wandb_summary
 
 from sizetransfer.evaluation.generation import (
     GenerationCallback,
@@ -155,12 +153,7 @@ def test_callback_setup_checks_data_and_sizes():
 
 
 #: A tiny Table 5 run (simple_local, train L = 12) with generation at L = 8 and 12.
-TINY = ["--config", "fdlf_generation.yaml", "--model.width", "8", "--model.warmup_steps", "1",
-        "--data.train_size", "12", "--data.eval_sizes", "[12]", "--data.batch_size", "4",
-        "--data.val_batches", "1", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--evaluation.n_samples", "2", "--evaluation.response_samples", "1",
-        "--evaluation.n_probes", "1", "--evaluation.far", "[5, 6]", "--evaluation.progress", "false",
+TINY = ["--config", "fdlf_generation.yaml", *TINY_FIT, "--data.eval_sizes", "[12]",
         "--generation.sizes", "[8, 12]", "--generation.n_samples", "4", "--generation.steps", "8",
         "--generation.floor_repeats", "2", "--generation.progress", "false"]
 
@@ -211,11 +204,7 @@ def test_fit_writes_and_logs_generation(_isolated, tmp_path, capsys):
     assert results["observables"][0]["generated_finite"] and results["config"]["sampler"] == "pc"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["generation"]["output_dir"] is None
 
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    proc = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(offline)],
-                          capture_output=True, text=True, check=True, timeout=60)
-    summary = json.loads(proc.stdout)["summary"]
+    summary = wandb_summary(run_dir)["summary"]
     for row in rows:
         assert summary[f"gen/mae/L={row['L']}"] == pytest.approx(float(row["mae"]))
         assert summary[f"gen/teacher_floor/L={row['L']}"] == pytest.approx(float(row["teacher_floor"]))

@@ -7,14 +7,12 @@ import csv
 import json
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import wandb_summary
 
 from sizetransfer.data import HardValidDataModule
 from sizetransfer.data.streaming import TRAIN_STREAM, BatchStream
@@ -208,14 +206,6 @@ def test_student_sees_no_wrap_around():
 
 
 # -------------------------------------------------------------------------------- end to end
-def _wandb_summary(run_dir: Path) -> dict:
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(offline)],
-                         capture_output=True, text=True, check=True, timeout=60)
-    return json.loads(out.stdout)
-
-
 def test_fit_hard_valid_config_end_to_end(tmp_path, monkeypatch):
     """3 steps of the Fig. 3 config (tiny): metrics.csv with finite errors at L = 6, 8 (DESIGN's bulk
     empty there: NaN), the W&B offline run holds them; the trained student sees no wrap-around."""
@@ -232,7 +222,7 @@ def test_fit_hard_valid_config_end_to_end(tmp_path, monkeypatch):
                     "response_range_student", "response_range_teacher"):
             assert math.isfinite(float(row[key])), (row["L"], key)
         assert row["rmse_bulk_sigma0.05"] == "nan"
-    summary = _wandb_summary(run_dir)
+    summary = wandb_summary(run_dir)
     assert summary["state"] == "finished"
     for L in (6, 8):
         assert summary["summary"][f"eval/rmse_sigma0.05/L={L}"] > 0

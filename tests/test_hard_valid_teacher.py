@@ -12,12 +12,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import Z_TOL, assert_mc, generator  # noqa: F401
 
 from sizetransfer.lattice import normalised_tail, response_range
 from sizetransfer.teachers import HARD_VALID_KEYS, TEACHER_KEYS, make_teacher
 from sizetransfer.teachers.hard_valid import AffineCoupling, _site_masks
 
-Z_TOL = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,7 @@ def teachers():
     return {key: make_teacher(key, seed=0) for key in HARD_VALID_KEYS}
 
 
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def assert_mc(values, target, *, max_se, name):
-    mean, se = float(values.mean()), float(values.std() / math.sqrt(values.numel()))
-    assert se <= max_se, f"{name}: SE {se:.3g} too large for a meaningful test (max {max_se})"
-    assert abs(mean - target) <= Z_TOL * se, f"{name}: {mean:.4f} ± {se:.4f}, expected {target}"
+gen = generator
 
 
 # ---------------------------------------------------------------- independent validity checker (numpy only)

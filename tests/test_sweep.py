@@ -3,13 +3,13 @@ sweep (subprocess fits), skipping finished runs, resuming an interrupted one, ag
 read back from the offline runs, and the shipped W&B sweep definitions."""
 import csv
 import os
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import wandb_run_record
 
 from sizetransfer import sweep
 from sizetransfer.sweep import SweepError, expand, load_spec, main
@@ -93,7 +93,7 @@ def test_bad_fit_option_stops_the_sweep_before_any_run(tmp_path, capsys):
 
 def test_shipped_sweeps_check_and_match_their_wandb_definitions(capsys):
     """Every shipped sweep parses, every grid point passes the fit's option checks (nothing is written),
-    and configs/sweeps/wandb/<name>.yaml is what ``--wandb-definition`` prints."""
+    and configs/sweeps/definitions/<name>.yaml is what ``--wandb-definition`` prints."""
     names = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
     assert {"size", "radius", "ising"} <= set(names)
     for name in names:
@@ -104,8 +104,8 @@ def test_shipped_sweeps_check_and_match_their_wandb_definitions(capsys):
         capsys.readouterr()
         assert main(["--config", f"{name}.yaml", "--wandb-definition"]) == 0
         printed = yaml.safe_load(capsys.readouterr().out)
-        shipped = yaml.safe_load((SWEEPS / "wandb" / f"{name}.yaml").read_text())
-        assert printed == shipped, f"configs/sweeps/wandb/{name}.yaml is stale: regenerate it"
+        shipped = yaml.safe_load((SWEEPS / "definitions" / f"{name}.yaml").read_text())
+        assert printed == shipped, f"configs/sweeps/definitions/{name}.yaml is stale: regenerate it"
         assert printed["method"] == "grid"
         assert {k: v["values"] for k, v in printed["parameters"].items()} == \
             {sweep.short_name(k): v for k, v in spec.grid.items()}
@@ -113,11 +113,7 @@ def test_shipped_sweeps_check_and_match_their_wandb_definitions(capsys):
 
 
 def _group_of(run_dir: Path) -> dict:
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(offline)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    run = next(json.loads(line)["run"] for line in out.splitlines() if '"type":"run"' in line)
+    run = wandb_run_record(run_dir)
     return {"group": run.get("run_group"), "name": run.get("display_name"), "job_type": run.get("job_type")}
 
 

@@ -9,12 +9,12 @@ import math
 
 import pytest
 import torch
+from helpers import Z_TOL, assert_mc, generator  # noqa: F401
 
 from sizetransfer.lattice import normalised_tail, response_range
 from sizetransfer.teachers import FDLF_KEYS, HARD_VALID_KEYS, PERIODIC_2D_KEYS, TEACHER_KEYS, Teacher, make_teacher
 from sizetransfer.teachers.base import mean_response_profile
 
-Z_TOL = 4.0
 SMALL_L = {"simple_local": 6, "complex_local": 6, "medium_range": 12, "complex_long": 18}
 
 
@@ -23,15 +23,7 @@ def teachers():
     return {key: make_teacher(key, seed=0) for key in FDLF_KEYS}
 
 
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def assert_mc(values, target, *, max_se, name):
-    """mean of per-sample ``values`` (n,) equals ``target`` within Z_TOL SE, and SE <= max_se."""
-    mean, se = float(values.mean()), float(values.std() / math.sqrt(values.numel()))
-    assert se <= max_se, f"{name}: SE {se:.3g} too large for a meaningful test (max {max_se})"
-    assert abs(mean - target) <= Z_TOL * se, f"{name}: {mean:.4f} ± {se:.4f}, expected {target}"
+gen = generator
 
 
 # ---------------------------------------------------------------- API and bad input
