@@ -18,16 +18,13 @@ threads (wall clock: on a machine shared with other jobs the second thread may f
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import numba
 
-from ising import stats
+from ising import BETA_C, stats
 from ising.samplers import ALGORITHMS, Chains, autocorr_time, default_burn_in
-
-BETA_C = 0.5 * math.log1p(math.sqrt(2.0))
 
 
 # --------------------------------------------------------------------------- baselines

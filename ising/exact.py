@@ -28,6 +28,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ising import BETA_C  # re-exported: ising.exact.BETA_C
+
 __all__ = [
     "BETA_C",
     "onsager_log_partition",
@@ -44,9 +46,6 @@ __all__ = [
     "enumerate_field",
     "state_index",
 ]
-
-#: Critical coupling ½ ln(1 + √2) (same value as ``ising.BETA_C``).
-BETA_C: float = 0.5 * math.log1p(math.sqrt(2.0))
 
 _MAX_TM_RING = 12
 _MAX_ENUM_SITES = 16

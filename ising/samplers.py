@@ -61,6 +61,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ising import BETA_C
 from ising._rng import next_u64, randint, seed_states, xoshiro_step
 from ising.lattice import check_beta, check_choice, check_int, check_positive_int, check_size
 
@@ -70,7 +71,6 @@ __all__ = ["ALGORITHMS", "sample", "Chains", "autocorr_time", "default_thin", "d
 ALGORITHMS = ("wolff", "sw", "heatbath")
 _CODE = {name: k for k, name in enumerate(ALGORITHMS)}
 _WOLFF, _SW, _HEATBATH = 0, 1, 2
-_BETA_C = 0.5 * math.log1p(math.sqrt(2.0))
 _STREAM = 1  # RNG stream tag of the prior samplers
 #: Default number of chains: min(n_samples, this); fixed (not the thread count) so that the
 #: default output does not depend on the machine.
@@ -290,7 +290,7 @@ class Chains:
         n_chains = check_positive_int(n_chains, "n_chains")
         self.states = seed_states(check_int(seed, "seed", 0), n_chains, _STREAM)
         self.spins = np.empty((n_chains, self.L * self.L), dtype=np.int8)
-        _start(self.spins, self.states, self.beta >= _BETA_C)
+        _start(self.spins, self.states, self.beta >= BETA_C)
         self.clusters_per_sweep = None
         self.flips = 0
         self._nbr = _neighbours(self.L)
@@ -368,7 +368,7 @@ def _correlation_length(beta: float) -> float:
     if beta == 0.0:
         return 0.0
     dual = -0.5 * math.log(math.tanh(beta))  # β* with sinh 2β sinh 2β* = 1
-    gap = 2.0 * abs(beta - dual) * (1.0 if beta < _BETA_C else 2.0)
+    gap = 2.0 * abs(beta - dual) * (1.0 if beta < BETA_C else 2.0)
     return math.inf if gap == 0.0 else 1.0 / gap
 
 

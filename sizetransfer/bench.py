@@ -1,6 +1,7 @@
-"""Benchmarks: ``python -m sizetransfer.bench [teachers|training|all] [--quick]``.
+"""Benchmarks: ``python -m sizetransfer.bench [teachers|training|recipe|all] [--quick]``.
 
-Prints tables with ratios against baselines measured in the same run.
+Prints tables with ratios against baselines measured in the same run; ``recipe`` trains the shipped
+recipe on the Gaussian teacher and compares it with the closed-form smoothed score.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m sizetransfer.bench", description=__doc__)
-    p.add_argument("what", nargs="?", default="all", choices=["teachers", "training", "all"])
+    p.add_argument("what", nargs="?", default="all", choices=["teachers", "training", "recipe", "all"])
     p.add_argument("--quick", action="store_true", help="short runs (smoke test of the bench itself)")
     args = p.parse_args(argv)
     if args.what in ("teachers", "all"):
@@ -20,6 +21,10 @@ def main(argv=None) -> None:
         from sizetransfer.benchmarks.training import run as run_training
 
         run_training(quick=args.quick)
+    if args.what in ("recipe", "all"):
+        from sizetransfer.benchmarks.recipe import run as run_recipe
+
+        run_recipe(quick=args.quick)
 
 
 if __name__ == "__main__":

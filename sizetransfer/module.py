@@ -18,11 +18,16 @@ from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.optim.swa_utils import AveragedModel
 
-from sizetransfer.data.streaming import batch_seed
-from sizetransfer.diffusion import VENoise, dsm_loss
+from sizetransfer.seeding import batch_seed
+from sizetransfer.diffusion import VENoise, dsm_loss, exact_score_loss
 from sizetransfer.models import LocalScoreCNN
+
+#: Training objectives: denoising score matching (Eq. 3), or the oracle control that regresses the student
+#: on the teacher's exact clean score (docs/training.md, "Oracle control").
+OBJECTIVES = ("dsm", "exact_score")
 
 #: Seed-stream tag of the validation noise (fixed: validation losses compare across runs and seeds).
 _VAL_NOISE_SEED = 7
@@ -62,9 +67,13 @@ class ScoreModule(pl.LightningModule):
     Args:
         blocks, width, dim, periodic, in_channels, cond_channels, sigma_data: the student
             (:class:`~sizetransfer.models.LocalScoreCNN`; receptive radius ``2 * blocks + 2``).
-        sigma_min, sigma_max: training noise range, σ ~ log-uniform[sigma_min, sigma_max].
+        sigma_min, sigma_max: training noise range.
+        sigma_distribution, sigma_center, sigma_log_std: σ ~ log-uniform[sigma_min, sigma_max]
+            (``"log_uniform"``) or log σ ~ N(log sigma_center, sigma_log_std²) truncated to that range
+            (``"log_normal"``; :class:`~sizetransfer.diffusion.VENoise`).
         lr: peak Adam learning rate; weight_decay: Adam's L2 penalty.
-        warmup_steps: linear warm-up from 0 to ``lr``; then cosine decay to 0 at ``trainer.max_steps``.
+        warmup_steps: linear warm-up from 0 to ``lr``; then cosine decay to 0 at ``trainer.max_steps``
+            (a run shorter than the warm-up warms up over ``max_steps // 10`` steps, with a notice).
         ema_decay: decay of the exponential moving average of the weights (0: no averaging).
         ema_warmup: ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) over the first
             updates n (:func:`ema_multi_avg_fn`), so the average does not keep the initial weights.
@@ -72,27 +81,47 @@ class ScoreModule(pl.LightningModule):
             (increasing, inside [sigma_min, sigma_max]); ``None``: three log-equal bands.
         noise_seed: seed of the training noise; ``None``: ``torch.initial_seed()`` at the start of
             fit (i.e. ``seed_everything``), saved in checkpoints.
+        radius: receptive radius apart from ``blocks`` (``None``: 2 * blocks + 2); the first ``radius``
+            convs are 3^d, the others 1^d (:class:`~sizetransfer.models.LocalCNN`).
+        antithetic: DSM with antithetic noise pairs (ε, −ε) per sample (:func:`~sizetransfer.diffusion.dsm_loss`).
+        mlp_ratio: per-site MLP of width ``mlp_ratio * width`` after each block (0: none; radius unchanged).
+        film, norm, emb_width: student layout: ``film="conv"`` (FiLM before every conv, zero-initialised
+            output) or ``"block"`` (the first recipe's student); ``norm="site"`` (per-site channel norm)
+            or ``"none"``; width of the noise embedding (``None``: ``width``).
+        objective: ``"dsm"`` (Eq. 3) or ``"exact_score"``, the oracle control: the student regressed on
+            the teacher's exact clean score at clean samples (:func:`~sizetransfer.diffusion.exact_score_loss`;
+            needs a DataModule with ``stream_exact_score``, i.e. an FDLF or Gaussian teacher).
     """
 
     def __init__(self, blocks: int = 1, width: int = 64, dim: int = 2, periodic: bool = True,
                  in_channels: int = 1, cond_channels: int = 0, sigma_min: float = 0.01,
                  sigma_max: float = 1.0, sigma_data: float = 1.0, lr: float = 1e-3,
                  weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.998, ema_warmup: bool = True,
-                 val_sigma_bands: Sequence[float] | None = None, noise_seed: int | None = None):
+                 val_sigma_bands: Sequence[float] | None = None, noise_seed: int | None = None,
+                 radius: int | None = None, film: str = "conv", norm: str = "site", emb_width: int | None = None,
+                 objective: str = "dsm", sigma_distribution: str = "log_uniform",
+                 sigma_center: float | None = None, sigma_log_std: float = 1.0, antithetic: bool = False,
+                 mlp_ratio: int = 0):
         super().__init__()
         self.save_hyperparameters()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
         try:
-            self.noise = VENoise(sigma_min, sigma_max)
+            self.noise = VENoise(sigma_min, sigma_max, sigma_distribution, sigma_center, sigma_log_std)
         except ValueError as err:
-            raise ValueError(f"model.sigma_min/model.sigma_max: {err}") from None
+            raise ValueError(f"model.{err}" if str(err).startswith("sigma_") else f"model: {err}") from None
         for name, value, ok in (("lr", lr, lr > 0), ("weight_decay", weight_decay, weight_decay >= 0),
                                 ("warmup_steps", warmup_steps, int(warmup_steps) == warmup_steps >= 0),
                                 ("ema_decay", ema_decay, 0 <= ema_decay < 1)):
             if not ok:
                 raise ValueError(f"model.{name} is out of range: {value!r} (lr > 0, weight_decay >= 0, "
                                  "integer warmup_steps >= 0, 0 <= ema_decay < 1)")
-        self.student = LocalScoreCNN(blocks, width, dim, periodic, in_channels, in_channels, cond_channels,
-                                     sigma_data)
+        try:
+            self.student = LocalScoreCNN(blocks, width, dim, periodic, in_channels, in_channels, cond_channels,
+                                         sigma_data, radius=radius, film=film, norm=norm, emb_width=emb_width,
+                                         mlp_ratio=mlp_ratio)
+        except ValueError as err:
+            raise ValueError(f"model.{err}") from None
         # EMA inside the module (not Lightning's WeightAveraging callback, which swaps weights only around
         # validation and at the end): score() must be the EMA student at any hook, e.g. mid-run evaluation.
         self.ema = AveragedModel(self.student, multi_avg_fn=ema_multi_avg_fn(ema_decay, ema_warmup), use_buffers=True)
@@ -117,6 +146,11 @@ class ScoreModule(pl.LightningModule):
         """Chebyshev receptive radius R = 2 * blocks + 2 of the student."""
         return self.student.receptive_radius
 
+    @property
+    def geometry(self) -> dict:
+        """The student's ``dim``, ``periodic``, ``in_channels``, ``cond_channels`` (checked by DataModules)."""
+        return self.student.geometry
+
     def score(self, x: torch.Tensor, sigma: float | torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """EMA student's score s_θ(x, σ): x (n, C, L, ...) float32, sigma a float or (n,) → (n, C, L, ...).
 
@@ -124,12 +158,26 @@ class ScoreModule(pl.LightningModule):
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         return self.ema.module(x, sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma, cond)
 
+    def effective_warmup_steps(self, max_steps: int) -> int:
+        """``warmup_steps``, or ``max_steps // 10`` when that is not below ``max_steps`` (a short run, e.g.
+        ``--trainer.max_steps 10`` or ``--trainer.fast_dev_run true``), so the cosine decay still has steps."""
+        warmup = int(self.hparams.warmup_steps)
+        return warmup if warmup < max_steps else max_steps // 10
+
     def check_fit(self, datamodule=None, max_steps: int | None = None) -> None:
         """ValueError naming the option unless training can run: on a torus the receptive radius must stay
         below half the training size (no student sees its own periodic image; open boxes have none), and
-        the cosine schedule needs ``trainer.max_steps`` > ``warmup_steps`` (the data stream is infinite)."""
+        ``trainer.max_steps`` must be positive (the data stream is infinite; a ``warmup_steps`` not below
+        it is shortened, :meth:`effective_warmup_steps`)."""
         if hasattr(datamodule, "check_model"):  # the data's own requirements first (e.g. dim, channels)
             datamodule.check_model(self)
+        if self.hparams.objective == "exact_score" and datamodule is not None:
+            stream_scores = getattr(datamodule, "stream_exact_score", None)
+            if stream_scores is None:
+                raise ValueError(f"model.objective='exact_score' needs a target with an exact clean score "
+                                 f"(FDLF or Gaussian teachers); {type(datamodule).__name__} has none: use "
+                                 f"model.objective: dsm")
+            stream_scores()
         L = getattr(datamodule, "train_size", None)
         if L is not None and self.hparams.periodic and 2 * self.receptive_radius >= L:
             option = f"data.{getattr(datamodule, 'size_option', 'train_size')}"
@@ -139,8 +187,7 @@ class ScoreModule(pl.LightningModule):
         if max_steps is None or max_steps <= 0:
             raise ValueError(f"trainer.max_steps must be a positive number of steps (the data stream is "
                              f"infinite and the cosine schedule ends there), got {max_steps}")
-        if self.hparams.warmup_steps >= max_steps:
-            raise ValueError(f"model.warmup_steps={self.hparams.warmup_steps} must be < trainer.max_steps={max_steps}")
+        # warmup_steps >= max_steps (a short run, fast_dev_run): shortened, see effective_warmup_steps
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
@@ -154,8 +201,13 @@ class ScoreModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self._generator.manual_seed(batch_seed(self.noise_seed, self.global_rank, self.global_step))
-        loss, _, _ = dsm_loss(self.student, batch["x0"], self.noise, cond=batch.get("cond"),
-                              mask=batch.get("mask"), generator=self._generator)
+        if self.hparams.objective == "exact_score":
+            loss, _, _ = exact_score_loss(self.student, batch["x0"], batch["score"], self.noise, cond=batch.get("cond"),
+                                          mask=batch.get("mask"), generator=self._generator)
+        else:
+            loss, _, _ = dsm_loss(self.student, batch["x0"], self.noise, cond=batch.get("cond"),
+                                  mask=batch.get("mask"), generator=self._generator,
+                                  antithetic=self.hparams.antithetic)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
         return loss
 
@@ -195,7 +247,11 @@ class ScoreModule(pl.LightningModule):
                 self.log(f"val/loss/sigma=[{a:.3g},{b:.3g})", (sums[k] / counts[k]).float())
 
     def configure_optimizers(self):
-        max_steps, warmup = self.trainer.max_steps, int(self.hparams.warmup_steps)  # checked in setup
+        max_steps = self.trainer.max_steps  # checked in setup
+        warmup = self.effective_warmup_steps(max_steps)
+        if warmup != self.hparams.warmup_steps:
+            rank_zero_info(f"Short run: model.warmup_steps={self.hparams.warmup_steps} is not below "
+                           f"trainer.max_steps={max_steps}; warming up over {warmup} steps (a tenth of the run).")
         optimizer = torch.optim.Adam(self.student.parameters(), lr=self.hparams.lr,
                                      weight_decay=self.hparams.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, max_steps))

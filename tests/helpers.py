@@ -10,16 +10,6 @@ import torch
 #: Monte Carlo tests accept a mean within this many standard errors.
 Z_TOL = 4.0
 
-#: A tiny FDLF fit (simple_local at L = 12, width 8, cheap evaluation at L = 12 and 16); append the
-#: config's own options (``--trainer.max_steps``, sections) after it.
-TINY_FIT = ["--model.width", "8", "--model.warmup_steps", "1",
-            "--data.train_size", "12", "--data.eval_sizes", "[12, 16]", "--data.batch_size", "4",
-            "--data.val_batches", "1", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", "cpu", "--evaluation.n_samples", "2", "--evaluation.response_samples", "1",
-            "--evaluation.n_probes", "1", "--evaluation.far", "[5, 6]", "--evaluation.progress", "false"]
-
-
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -48,3 +38,14 @@ def wandb_run_record(run_dir: Path) -> dict:
     """The run record of the offline W&B run of ``run_dir`` (group, display name, job type, ...)."""
     out = _leet(run_dir, "--json")
     return next(json.loads(line)["run"] for line in out.splitlines() if '"type":"run"' in line)
+
+
+def randomise_zero_init(model, seed: int = 7):
+    """Give the parameters a default student starts at zero (its output conv, its identity FiLMs)
+    random values, so every path through the network is live (returns the model)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return model

@@ -64,6 +64,7 @@ def test_each_epoch_starts_where_the_consumer_stopped():
         assert seen == expected[1 + 3 * epoch: 4 + 3 * epoch], epoch
 
 
+@pytest.mark.slow
 def test_streams_differ_across_ranks_workers_and_seeds():
     make = gaussian_dm().make_batch(L_SMALL, 4)
     seen = {}
@@ -206,6 +207,7 @@ def test_ising_stream_gives_equilibrium_spins():
     assert abs(e.mean() - exact) < 4 * e.std(ddof=1) / 8, (e.mean(), exact)
 
 
+@pytest.mark.slow
 def test_ising_workers_are_spawned_safely_after_parallel_numba_ran():
     dm = IsingDataModule(beta=0.4, L=L_SMALL, batch_size=4, num_workers=0)
     list(dm.val_dataloader())  # parallel numba in this process: a forked worker would abort

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from sizetransfer.evaluation.metrics import score_response_profile
+from sizetransfer.evaluation.metrics import absolute_response_profile
 from sizetransfer.teachers.gaussian import GaussianTeacher
 
 TEACHER = GaussianTeacher(seed=3)
@@ -88,7 +88,7 @@ def test_response_profile_matches_autograd_of_smoothed_score():
     x = TEACHER.sample(3, 12, generator=torch.Generator().manual_seed(4))
     for sigma in (0.0, 0.7):
         analytic = TEACHER.response_profile(x, (3, 10), 6, sigma=sigma)
-        numeric = score_response_profile(lambda y: TEACHER.smoothed_score(y, sigma), x, (3, 10), 6)
+        numeric = absolute_response_profile(lambda y: TEACHER.smoothed_score(y, sigma), x, (3, 10), 6)
         torch.testing.assert_close(analytic, numeric)
         assert analytic.shape == (3, 7) and (analytic[:, -1] > 0).all()  # C⁻¹ is long ranged
 

@@ -14,15 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from helpers import TINY_FIT, wandb_summary
+from helpers import wandb_summary
 
-from sizetransfer.evaluation.generation import (
-    GenerationCallback,
-    generate,
-    generation_errors,
-    generation_sigmas,
-    teacher_floor,
-)
+from sizetransfer.evaluation.callback import GenerationCallback
+from sizetransfer.evaluation.generation import generate, generation_errors, generation_sigmas, teacher_floor
 from sizetransfer.fit import cli_main
 from sizetransfer.teachers import make_teacher
 
@@ -152,20 +147,15 @@ def test_callback_setup_checks_data_and_sizes():
     GenerationCallback(sizes=[12]).setup(stub, module, "fit")
 
 
-#: A tiny Table 5 run (simple_local, train L = 12) with generation at L = 8 and 12.
-TINY = ["--config", "fdlf_generation.yaml", *TINY_FIT, "--data.eval_sizes", "[12]",
-        "--generation.sizes", "[8, 12]", "--generation.n_samples", "4", "--generation.steps", "8",
-        "--generation.floor_repeats", "2", "--generation.progress", "false"]
-
-
 @pytest.fixture
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "stray_wandb"))
+def tiny(tiny_run):
+    """A tiny Table 5 run (simple_local, train L = 12) with generation at L = 8 and 12."""
+    return tiny_run.args("fdlf_generation.yaml", {
+        "data.init_args.eval_sizes": [12], "generation.sizes": [8, 12], "generation.n_samples": 4,
+        "generation.steps": 8, "generation.floor_repeats": 2, "generation.progress": False})
 
 
-def test_configs_enable_table5_sizes(_isolated, capsys):
+def test_configs_enable_table5_sizes(isolated, capsys):
     for name in ("fdlf_generation.yaml", "fdlf_size_sweep.yaml", "fdlf_radius_sweep.yaml"):
         with pytest.raises(SystemExit):
             cli_main(["--config", name, "--print_config"])
@@ -177,17 +167,17 @@ def test_configs_enable_table5_sizes(_isolated, capsys):
             assert cfg["sampler"] == "pc" and cfg["corrector_sigma_min"] == 0.1
 
 
-def test_bad_generation_option_fails_before_anything_is_written(_isolated, tmp_path, capsys):
+def test_bad_generation_option_fails_before_anything_is_written(isolated, tmp_path, capsys, tiny):
     for args, message in ([["--generation.sampler", "heun"], "generation.sampler"],
                           [["--generation.sizes", "[8, 9]"], "generation.sizes"]):
         with pytest.raises((ValueError, SystemExit)) as err:
-            cli_main(TINY + ["--trainer.max_steps", "3"] + args)
+            cli_main(tiny + ["--trainer.max_steps", "3"] + args)
         assert message in str(err.value) + capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "stray_wandb").exists()
 
 
-def test_fit_writes_and_logs_generation(_isolated, tmp_path, capsys):
-    cli = cli_main(TINY + ["--trainer.max_steps", "3", "--run.name", "gen"])
+def test_fit_writes_and_logs_generation(isolated, tmp_path, capsys, tiny):
+    cli = cli_main(tiny + ["--trainer.max_steps", "3", "--run.name", "gen"])
     printed = capsys.readouterr().out
     (run_dir,) = (tmp_path / "runs" / "gen").iterdir()
     out = run_dir / "eval" / "step=3"

@@ -12,22 +12,22 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import wandb_summary
+from helpers import randomise_zero_init, wandb_summary
 
 from sizetransfer.data import HardValidDataModule
 from sizetransfer.data.streaming import TRAIN_STREAM, BatchStream
+from sizetransfer.evaluation import fdlf
 from sizetransfer.evaluation.callback import SizeExtrapolationCallback
 from sizetransfer.fit import OptionError, cli_main
 from sizetransfer.module import ScoreModule
 
-#: The Fig. 3 config cut down to seconds: width 8, 3 steps, L = 6 and 8, 2 evaluation samples.
-TINY = ["--config", "fdlf_hard_valid_3d.yaml", "--model.width", "8", "--model.warmup_steps", "1",
-        "--data.init_args.eval_sizes", "[6, 8]", "--data.init_args.batch_size", "2",
-        "--data.init_args.val_batches", "1", "--trainer.val_check_interval", "3",
-        "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu",
-        "--evaluation.n_samples", "2", "--evaluation.response_samples", "1", "--evaluation.n_probes", "2",
-        "--evaluation.progress", "false"]
+@pytest.fixture
+def tiny(tiny_run):
+    """The Fig. 3 config cut down to seconds: width 8, L = 6 and 8, 2 evaluation samples."""
+    return tiny_run.args("fdlf_hard_valid_3d.yaml", {
+        "data.init_args.train_size": tiny_run.DROP, "data.init_args.eval_sizes": [6, 8],
+        "data.init_args.batch_size": 2, "trainer.val_check_interval": 3, "evaluation.n_probes": 2,
+        "evaluation.far": tiny_run.DROP})
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +105,9 @@ def test_model_must_match_the_data(dm):
     (["--evaluation.far", "[4, 5]"], r"far\[0\] <= L // 2 = 3"),
     (["--evaluation.bulk_margin", "-1"], "bulk_margin"),
 ])
-def test_cli_rejects_mismatches_before_writing(tmp_path, monkeypatch, args, message):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "stray_wandb"))
+def test_cli_rejects_mismatches_before_writing(isolated, tmp_path, args, message, tiny):
     with pytest.raises((OptionError, SystemExit)) as err:
-        cli_main(TINY + ["--trainer.max_steps", "3"] + args)
+        cli_main(tiny + ["--trainer.max_steps", "3"] + args)
     if err.type is OptionError:
         assert re.search(message, str(err.value)), str(err.value)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "stray_wandb").exists()
@@ -144,7 +142,7 @@ def _evaluate(cb, dm, module, tmp_path):
 def test_callback_open_box_against_the_exact_teacher(tmp_path):
     """Student = (1 + a)·exact score bound through cond: every RMSE and response error equals a, so the
     exact score, the FD perturbations and the profiles are bound to the right samples; the profile ranges
-    agree; DESIGN's bulk (margin R = 4) is NaN at L = 6, 8 and reported at L = 10."""
+    agree; the margin-R bulk (R = 4) is NaN at L = 6, 8 and reported at L = 10."""
     dm = HardValidDataModule(train_size=6, eval_sizes=[6, 10], batch_size=2)
     cb = SizeExtrapolationCallback(n_samples=3, response_samples=2, n_probes=2, bulk_margin=1, far=(3, 4),
                                    progress=False)
@@ -171,9 +169,9 @@ def test_callback_open_box_against_the_exact_teacher(tmp_path):
 
 def test_open_box_probes_are_occupied_and_fit(tmp_path):
     dm = HardValidDataModule(train_size=6, eval_sizes=[12])
-    cb = SizeExtrapolationCallback(n_probes=3, far=(3, 5))
+    config = fdlf.FDLFEvalConfig(n_probes=3, far=(3, 5))
     occ = dm.eval_batch(12, 4, seed=0)["mask"]
-    sites, valid = cb._probe_sites((12, 12, 12), False, 12, occ)
+    sites, valid = fdlf.probe_sites(config, (12, 12, 12), False, 12, occ)
     assert sites.shape == (4, 3, 3) and valid.shape == (4, 3)
     assert ((sites >= 5) & (sites <= 6)).all()                       # far shell of radius 5 inside 12³
     for b in range(4):
@@ -181,7 +179,7 @@ def test_open_box_probes_are_occupied_and_fit(tmp_path):
         assert [float(h) for h in hits] == valid[b].tolist()
         assert hits == sorted(hits, reverse=True)                     # occupied probes first
         assert len({tuple(s.tolist()) for s in sites[b]}) == 3        # distinct
-    profile_sites, r_max, keep = cb._profile_sites((4, 2, 12, 12, 12), False, 12, occ)
+    profile_sites, r_max, keep = fdlf.profile_sites(config, (4, 2, 12, 12, 12), False, 12, occ)
     assert keep.all() and r_max >= 6
     for b in range(4):
         assert bool(occ[(b, 0) + tuple(profile_sites[b].tolist())])
@@ -193,7 +191,7 @@ def test_student_sees_no_wrap_around():
     face — exactly; the periodic student of the same weights does see it (distance 1 through the wrap)."""
     torch.manual_seed(0)
     kw = dict(blocks=1, width=8, dim=3, in_channels=2, cond_channels=10)
-    open_box, torus = ScoreModule(periodic=False, **kw), ScoreModule(periodic=True, **kw)
+    open_box, torus = randomise_zero_init(ScoreModule(periodic=False, **kw)), ScoreModule(periodic=True, **kw)
     torus.load_state_dict(open_box.state_dict())
     x, cond = torch.randn(1, 2, 6, 6, 6), torch.rand(1, 10, 6, 6, 6)
     y = x.clone()
@@ -206,13 +204,10 @@ def test_student_sees_no_wrap_around():
 
 
 # -------------------------------------------------------------------------------- end to end
-def test_fit_hard_valid_config_end_to_end(tmp_path, monkeypatch):
-    """3 steps of the Fig. 3 config (tiny): metrics.csv with finite errors at L = 6, 8 (DESIGN's bulk
+def test_fit_hard_valid_config_end_to_end(isolated, tmp_path, tiny):
+    """3 steps of the Fig. 3 config (tiny): metrics.csv with finite errors at L = 6, 8 (the margin-R bulk
     empty there: NaN), the W&B offline run holds them; the trained student sees no wrap-around."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "stray_wandb"))
-    cli = cli_main(TINY + ["--trainer.max_steps", "3", "--run.name", "hv"])
+    cli = cli_main(tiny + ["--trainer.max_steps", "3", "--run.name", "hv"])
     (run_dir,) = (tmp_path / "runs" / "hv").iterdir()
     with open(run_dir / "eval" / "step=3" / "metrics.csv") as f:
         table = list(csv.DictReader(f))

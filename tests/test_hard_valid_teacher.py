@@ -334,6 +334,7 @@ def test_smoother_kernel_matches_direct_sum(teachers):
     assert (w[C, C, C] == 0) and all(w[tuple(np.add(d, C))] == 0 for d in [(1, 1, 0), (2, 0, 0)])
 
 
+@pytest.mark.slow
 def test_size_uniform_statistics(teachers):
     """Occupancy and the corner block's occupied-site moments of x agree at L = 6 and L = 12."""
     t = teachers["hard_valid_short"]

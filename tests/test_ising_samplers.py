@@ -43,7 +43,7 @@ def test_energy_matches_enumeration(L):
 
 
 # --------------------------------------------------------------------------- against Kaufman
-CASES = [(L, q) for L in (8, 16, 32) for q in (0.8, 1.0, 1.2)]
+CASES = [pytest.param(L, q, marks=pytest.mark.slow) if L == 32 else (L, q) for L in (8, 16, 32) for q in (0.8, 1.0, 1.2)]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -174,6 +174,7 @@ def test_bench_prior_quick(capsys):
     assert "numpy" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_wolff_one_record_per_chain_is_unbiased():
     """Regression: a flip-count stopping rule in the Wolff burn-in biased chains toward
     ordered states; with one record per chain the samples are independent, so the plain

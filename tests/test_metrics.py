@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from sizetransfer.evaluation.metrics import (clean_score_rmse, finite_difference_response,
-                                             local_observables, observables_mae,
-                                             response_relative_error, score_response_profile)
+from sizetransfer.evaluation.metrics import (absolute_response_profile, clean_score_rmse,
+                                             finite_difference_response, local_observables, observables_mae,
+                                             response_relative_error, signed_response_profile)
 from sizetransfer.teachers.gaussian import GaussianTeacher
 
 TEACHER = GaussianTeacher(seed=0)
@@ -83,11 +83,11 @@ def test_score_response_profile_of_known_linear_map():
         return torch.einsum("cd,nd...->nc...", M, y)
 
     x = torch.randn(3, 2, 9, 9, dtype=torch.float64)
-    prof = score_response_profile(score_fn, x, (8, 1), 4)  # wraps around the torus
+    prof = absolute_response_profile(score_fn, x, (8, 1), 4)  # wraps around the torus
     m = M.abs().sum().item()
     expected = torch.tensor([2.0, 0.75, 0.125, 1.0, 0.0], dtype=torch.float64) * m
     torch.testing.assert_close(prof, expected.expand(3, 5))
-    signed = score_response_profile(score_fn, x, (8, 1), 4, absolute=False)
+    signed = signed_response_profile(score_fn, x, (8, 1), 4)
     expected = torch.tensor([-2.0, 0.25, 0.125, 1.0, 0.0], dtype=torch.float64) * M.sum().item()
     torch.testing.assert_close(signed, expected.expand(3, 5))
 
@@ -156,14 +156,14 @@ def test_score_response_profile_per_sample_sites_and_mask():
     """Open box, s_i = Σ_j x_j: |∂s_i/∂x_j| = 1, so ρ(r) counts the (masked) sites of the clipped shell."""
     total = lambda y: y.sum((2, 3, 4), keepdim=True).expand_as(y)
     x = torch.randn(2, 1, 4, 4, 4, dtype=torch.float64)
-    prof = score_response_profile(total, x, torch.tensor([[0, 0, 0], [1, 1, 1]]), 3, periodic=False)
+    prof = absolute_response_profile(total, x, torch.tensor([[0, 0, 0], [1, 1, 1]]), 3, periodic=False)
     torch.testing.assert_close(prof, torch.tensor([[1.0, 7, 19, 37], [1.0, 26, 37, 0]], dtype=torch.float64))
     mask = torch.ones(2, 1, 4, 4, 4)
     mask[:, :, 3] = 0                                                 # the face i_0 = 3 empty
-    prof = score_response_profile(total, x, (0, 0, 0), 3, periodic=False, mask=mask)
+    prof = absolute_response_profile(total, x, (0, 0, 0), 3, periodic=False, mask=mask)
     torch.testing.assert_close(prof[0], torch.tensor([1.0, 7, 19, 21], dtype=torch.float64))
     with pytest.raises(ValueError, match="site"):
-        score_response_profile(total, x, torch.zeros(3, 3, dtype=torch.int64), 3)
+        absolute_response_profile(total, x, torch.zeros(3, 3, dtype=torch.int64), 3)
 
 
 def test_open_box_bulk():
@@ -174,3 +174,28 @@ def test_open_box_bulk():
     assert open_box_bulk((6, 8, 6), 3).sum() == 0 and open_box_bulk((8, 8, 8), 3).sum() == 8
     with pytest.raises(ValueError, match="margin"):
         open_box_bulk((6, 6), -1)
+
+
+def test_evaluation_runs_without_lightning():
+    """``evaluate_fdlf`` over a plain score function and a plain data object: a student (1 + a)·s_teacher
+    has RMSE and response errors a, and nothing imports Lightning (subprocess: a clean module table)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch
+from types import SimpleNamespace
+from sizetransfer.evaluation import FDLFEvalConfig, evaluate_fdlf
+from sizetransfer.teachers import make_teacher
+t = make_teacher("gaussian")
+data = SimpleNamespace(teacher=t, eval_sizes=[16],
+                       eval_batch=lambda L, n, seed=0: {"x0": t.sample(n, L, generator=torch.Generator().manual_seed(seed))})
+rows = evaluate_fdlf(lambda x, sigma, cond: 1.25 * t.score(x), data, FDLFEvalConfig(n_samples=2, response_samples=1),
+                     receptive_radius=4, sigma_min=0.01)["rows"]
+assert [r["L"] for r in rows] == [16]
+for key in ("rmse_sigma0.05", "rmse_sigma0.01", "near_response_error", "far_response_error"):
+    assert abs(rows[0][key] - 0.25) < 1e-9, (key, rows[0][key])
+assert not [m for m in sys.modules if m.split(".")[0] in ("pytorch_lightning", "lightning", "wandb", "matplotlib")]
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -2,12 +2,14 @@
 import pytest
 import torch
 
-from sizetransfer.models import EDMPrecond, LocalCNN, LocalScoreCNN
+from helpers import randomise_zero_init
+
+from sizetransfer.models import EDMPrecond, LocalCNN, LocalScoreCNN, SiteNorm, edm_coefficients
 
 
 def _model(blocks, dim=2, periodic=True, **kw):
     torch.manual_seed(blocks)
-    return LocalScoreCNN(blocks=blocks, width=8, dim=dim, periodic=periodic, **kw).double()
+    return randomise_zero_init(LocalScoreCNN(blocks=blocks, width=8, dim=dim, periodic=periodic, **kw).double())
 
 
 def _output_change(model, x, sigma, site, j):
@@ -35,13 +37,18 @@ def _chebyshev(shape, site, periodic):
     return d.expand(*shape)
 
 
-@pytest.mark.parametrize("blocks,dim,periodic", [(1, 2, True), (2, 2, True), (3, 2, True),
-                                                 (1, 2, False), (2, 2, False), (3, 2, False),
-                                                 (1, 3, False), (2, 3, False)])
-def test_receptive_radius_is_exact(blocks, dim, periodic):
-    model = _model(blocks, dim, periodic)
+@pytest.mark.parametrize("blocks,dim,periodic,kw", [(1, 2, True, {}), (2, 2, True, {}), (3, 2, True, {}),
+                                                    (1, 2, False, {}), (2, 2, False, {}), (3, 2, False, {}),
+                                                    (1, 3, False, {}), (2, 3, False, {}),
+                                                    (3, 2, True, {"radius": 4}), (3, 2, True, {"radius": 5}),
+                                                    (2, 2, False, {"radius": 2}), (1, 2, True, {"film": "block"}),
+                                                    (2, 2, True, {"film": "block", "norm": "none", "radius": 3}),
+                                                    (1, 2, True, {"mlp_ratio": 2}),
+                                                    (3, 2, True, {"radius": 4, "mlp_ratio": 2})])
+def test_receptive_radius_is_exact(blocks, dim, periodic, kw):
+    model = _model(blocks, dim, periodic, **kw)
     R = model.receptive_radius
-    assert R == 2 * blocks + 2
+    assert R == kw.get("radius", 2 * blocks + 2)
     L = 2 * R + 3  # distance R + 1 exists in both directions on the torus
     x = torch.randn((1, 1) + (L,) * dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.7], dtype=torch.float64)
@@ -84,8 +91,8 @@ def test_size_agnostic_same_weights(periodic):
 
 def test_conditioning_channels_reach_the_network_unscaled():
     torch.manual_seed(0)
-    model = LocalScoreCNN(blocks=1, width=8, dim=3, periodic=False, in_channels=2, out_channels=2,
-                          cond_channels=3).double()
+    model = randomise_zero_init(LocalScoreCNN(blocks=1, width=8, dim=3, periodic=False, in_channels=2,
+                                               out_channels=2, cond_channels=3).double())
     x = torch.randn(2, 2, 6, 6, 6, dtype=torch.float64)
     cond = torch.randn(2, 3, 6, 6, 6, dtype=torch.float64)
     sigma = torch.tensor([0.5, 2.0], dtype=torch.float64)
@@ -104,9 +111,42 @@ def test_conditioning_channels_reach_the_network_unscaled():
         model(x, sigma, cond[:, :2])
 
 
+def test_site_norm_is_per_site():
+    """SiteNorm normalises the channels of each site; changing one site changes that site only."""
+    h = torch.randn(2, 16, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    out = SiteNorm()(h)
+    torch.testing.assert_close(out.mean(1), torch.zeros(2, 9, 9, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out.var(1, correction=0), torch.ones(2, 9, 9, dtype=torch.float64), rtol=1e-4, atol=0)
+    h2 = h.clone()
+    h2[1, :, 4, 5] += torch.randn(16, dtype=torch.float64)
+    changed = (SiteNorm()(h2) - out).abs().amax(1) > 0
+    expected = torch.zeros(2, 9, 9, dtype=torch.bool)
+    expected[1, 4, 5] = True
+    assert torch.equal(changed, expected)
+
+
+def test_default_student_starts_as_the_gaussian_score():
+    """Zero output conv: s_θ(x, σ) = −x / (σ² + σ_d²) before training, at any σ."""
+    model = LocalScoreCNN(blocks=2, width=8, sigma_data=0.5).double()
+    x = torch.randn(3, 1, 10, 10, dtype=torch.float64)
+    sigma = torch.tensor([0.01, 0.3, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(model(x, sigma), -x / (sigma.view(-1, 1, 1, 1) ** 2 + 0.25))
+
+
+def test_edm_coefficients_named():
+    x = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 2.0], dtype=torch.float64)
+    c = edm_coefficients(sigma, x, sigma_data=0.5)
+    s = sigma.view(-1, 1, 1, 1)
+    torch.testing.assert_close(c.c_skip, 0.25 / (s ** 2 + 0.25))
+    torch.testing.assert_close(c.c_out, 0.5 * s / (s ** 2 + 0.25).sqrt())
+    torch.testing.assert_close(c.c_in, 1 / (s ** 2 + 0.25).sqrt())
+    torch.testing.assert_close(c.c_noise, 0.25 * sigma.log())
+
+
 def test_edm_preconditioning_formulas():
     torch.manual_seed(0)
-    net = LocalCNN(blocks=1, width=8).double()
+    net = randomise_zero_init(LocalCNN(blocks=1, width=8).double())
     pre = EDMPrecond(net, sigma_data=0.7)
     model = LocalScoreCNN(blocks=1, width=8, sigma_data=0.7).double()
     model.denoiser.load_state_dict(pre.state_dict())
@@ -122,7 +162,11 @@ def test_edm_preconditioning_formulas():
 
 
 @pytest.mark.parametrize("kwargs,name", [({"dim": 4}, "dim"), ({"blocks": -1}, "blocks"),
-                                         ({"width": 0}, "width"), ({"out_channels": 2}, "out_channels")])
+                                         ({"width": 0}, "width"), ({"out_channels": 2}, "out_channels"),
+                                         ({"blocks": 1, "radius": 5}, "radius"), ({"radius": 0}, "radius"),
+                                         ({"film": "all"}, "film"), ({"norm": "group"}, "norm"),
+                                         ({"emb_width": 0}, "emb_width"), ({"mlp_ratio": -1}, "mlp_ratio"),
+                                         ({"film": "block", "mlp_ratio": 2}, "mlp_ratio")])
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         LocalScoreCNN(**kwargs)

@@ -15,28 +15,21 @@ from sizetransfer.sweep import main  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"
 
-TINY = {
-    "trainer.max_steps": 2, "trainer.val_check_interval": 2, "trainer.enable_progress_bar": False,
-    "trainer.enable_model_summary": False, "model.width": 8, "model.warmup_steps": 1,
-    "data.init_args.train_size": 12, "data.init_args.eval_sizes": [12, 16], "data.init_args.batch_size": 4,
-    "data.init_args.val_batches": 1, "evaluation.n_samples": 2, "evaluation.response_samples": 1,
-    "evaluation.n_probes": 1, "evaluation.far": [5, 6], "evaluation.progress": False,
-    "checkpoint.every_n_train_steps": 1,
-    # Table 5 generation callback of the size-sweep config, shrunk: its rows feed the `generation` kind
-    "generation.sizes": [12, 16], "generation.n_samples": 2, "generation.steps": 4, "generation.floor_repeats": 1,
-    "generation.progress": False,
-}
-
-
 @pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
+def tiny_sweep(tmp_path_factory, tiny_run):
     """runs/sweeps-like root with one 4-run FDLF sweep, aggregated and drawn by the runner."""
+    tiny = tiny_run.options({
+        "trainer.max_steps": 2, "checkpoint.every_n_train_steps": 1,
+        "trainer.log_every_n_steps": tiny_run.DROP, "trainer.accelerator": tiny_run.DROP,
+        # Table 5 generation callback of the size-sweep config, shrunk: its rows feed the `generation` kind
+        "generation.sizes": [12, 16], "generation.n_samples": 2, "generation.steps": 4,
+        "generation.floor_repeats": 1, "generation.progress": False})
     root = tmp_path_factory.mktemp("sweeps")
     spec = root / "tiny.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "tiny", "fit_config": "fdlf_size_sweep.yaml",
         "grid": {"data.init_args.teacher": ["simple_local", "medium_range"], "seed": [0, 1]},
-        "overrides": TINY, "figures": ["size", "radius", "generation"]}))
+        "overrides": tiny, "figures": ["size", "generation"]}))
     old = os.getcwd()
     os.chdir(root)  # fit configs are looked up like `fit --config`; W&B offline files stay in tmp
     try:
@@ -59,9 +52,12 @@ def test_runner_outputs_feed_the_analysis(tiny_sweep):
     assert set(analysis.size_ratios(frames)["L_train"]) == {12}  # from the runs' config.yaml
     g = analysis.generation_table(frames)
     assert sorted(g["L"].unique()) == [12, 16] and (g["n_seeds"] == 2).all()
-    for name in ("figures/size.png", "figures/radius.png", "figures/generation.png", "tables/size.md",
-                 "tables/radius.csv", "tables/generation.md"):
+    for name in ("figures/size.png", "figures/generation.png", "tables/size.md", "tables/generation.md"):
         assert (tiny_sweep / name).is_file(), name
+    # a size sweep (one receptive radius, 2D teachers) has no receptive-field or 3D figure
+    assert analysis.available_kinds(frames) == ["size", "generation"]
+    assert "same receptive radius" in analysis.missing_data(frames, "radius")
+    assert "2D teachers" in analysis.missing_data(frames, "hard_valid")
 
 
 @pytest.mark.slow
@@ -78,7 +74,7 @@ def test_notebook_executes(tiny_sweep, monkeypatch):
     assert f"{tiny_sweep} - 4/4 runs done" in text
     markdown = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
     assert any("Size sweep (Fig. 1)" in m for m in markdown)
-    assert any("Receptive-field sweep at L = 16" in m for m in markdown)
+    assert not any("Receptive-field sweep" in m or "Hard-valid" in m for m in markdown)  # not this sweep's
     assert sum("image/png" in o.get("data", {}) for o in outputs) == len(markdown)
     assert any("Generation-level local observables" in m for m in markdown)
-    assert "ising: skipped" in text
+    assert "ising: skipped" in text and "radius: skipped" in text and "hard_valid: skipped" in text

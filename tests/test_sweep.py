@@ -3,6 +3,7 @@ sweep (subprocess fits), skipping finished runs, resuming an interrupted one, ag
 read back from the offline runs, and the shipped W&B sweep definitions."""
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,30 +17,30 @@ from sizetransfer.sweep import SweepError, expand, load_spec, main
 
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 
-TINY_OVERRIDES = {
-    "trainer.max_steps": 2, "model.width": 8, "model.warmup_steps": 1, "data.init_args.train_size": 12,
-    "data.init_args.eval_sizes": [12, 16], "data.init_args.batch_size": 4, "data.init_args.val_batches": 1,
-    "trainer.val_check_interval": 2, "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False,
-    "evaluation.n_samples": 2, "evaluation.response_samples": 1, "evaluation.n_probes": 1,
-    "evaluation.far": [5, 6], "evaluation.progress": False, "checkpoint.every_n_train_steps": 1,
-    "generation.sizes": None,
-}
+
+@pytest.fixture
+def tiny_overrides(tiny_run):
+    """The shared tiny run as a sweep's overrides: 2 steps, a checkpoint every step, no generation."""
+    return tiny_run.options({"trainer.max_steps": 2, "checkpoint.every_n_train_steps": 1, "generation.sizes": None,
+                             "trainer.log_every_n_steps": tiny_run.DROP, "trainer.accelerator": tiny_run.DROP})
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+def _isolated(isolated, monkeypatch):
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # as a user's sweep: W&B's default directory
 
 
-def write_spec(path: Path, **changes) -> Path:
-    spec = {"name": "tiny", "fit_config": "fdlf_size_sweep.yaml",
-            "grid": {"data.init_args.teacher": ["simple_local"], "seed": [0, 1]},
-            "overrides": dict(TINY_OVERRIDES), "figures": []}
-    spec.update(changes)
-    path.write_text(yaml.safe_dump(spec))
-    return path
+@pytest.fixture
+def write_spec(tiny_overrides):
+    """``write_spec(path, **changes)``: a tiny sweep config (simple_local × 2 seeds) at ``path``."""
+    def write(path: Path, **changes) -> Path:
+        spec = {"name": "tiny", "fit_config": "fdlf_size_sweep.yaml",
+                "grid": {"data.init_args.teacher": ["simple_local"], "seed": [0, 1]},
+                "overrides": dict(tiny_overrides), "figures": []}
+        spec.update(changes)
+        path.write_text(yaml.safe_dump(spec))
+        return path
+    return write
 
 
 def read_csv(path):
@@ -47,7 +48,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_run_keys_and_arguments(tmp_path):
+def test_run_keys_and_arguments(tmp_path, write_spec):
     spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"data.init_args.teacher": ["simple_local", "complex_long"],
                                                            "model.blocks": [1, 2], "seed": [3]}))
     runs = expand(spec)
@@ -72,12 +73,12 @@ def test_run_keys_and_arguments(tmp_path):
     ({"name": "a/b"}, "name"),
     ({"grid": {"seed": [0]}, "overrides": {"seed": 1}}, "both"),
 ])
-def test_bad_sweep_configs_are_named(tmp_path, changes, message):
+def test_bad_sweep_configs_are_named(tmp_path, changes, message, write_spec):
     with pytest.raises(SweepError, match=message):
         load_spec(write_spec(tmp_path / "s.yaml", **changes))
 
 
-def test_bad_fit_option_stops_the_sweep_before_any_run(tmp_path, capsys):
+def test_bad_fit_option_stops_the_sweep_before_any_run(tmp_path, capsys, write_spec):
     path = write_spec(tmp_path / "s.yaml", grid={"model.widht": [8]})
     with pytest.raises(SweepError, match="widht"):
         main(["--config", str(path), "--root", str(tmp_path / "sweeps")])
@@ -118,11 +119,14 @@ def _group_of(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_tiny_sweep_runs_skips_resumes_and_aggregates(tmp_path, capsys):
-    path = write_spec(tmp_path / "s.yaml")
+def test_tiny_sweep_runs_skips_resumes_and_aggregates(tmp_path, capsys, write_spec, tiny_overrides):
+    path = write_spec(tmp_path / "s.yaml", overrides={**tiny_overrides, "trainer.max_steps": 3})
     root = tmp_path / "sweeps"
-    assert main(["--config", str(path), "--root", str(root), "--threads", "1"]) == 0
+    # launched with an --override: the sweep remembers it (launch.yaml) for every later call
+    assert main(["--config", str(path), "--root", str(root), "--threads", "1",
+                 "--override", "trainer.max_steps=2"]) == 0
     out = root / "tiny"
+    assert yaml.safe_load((out / "launch.yaml").read_text())["overrides"] == {"trainer.max_steps": 2}
     runs = read_csv(out / "runs.csv")
     assert [(r["run"], r["status"], r["teacher"], r["seed"]) for r in runs] == \
         [("teacher=simple_local-seed=0", "done", "simple_local", "0"),
@@ -155,8 +159,27 @@ def test_tiny_sweep_runs_skips_resumes_and_aggregates(tmp_path, capsys):
     assert not list(out.glob(".*interrupted*"))  # the interrupted copy is removed once the run finished
     assert len(read_csv(out / "results.csv")) == 4
 
+    # aggregation without the launch's --override reuses it: nothing is marked pending or lost
+    assert main(["--config", str(path), "--root", str(root), "--aggregate-only", "--no-wandb"]) == 0
+    assert [r["status"] for r in read_csv(out / "runs.csv")] == ["done", "done"]
+    assert len(read_csv(out / "results.csv")) == 4
+    with pytest.raises(SweepError, match="launched with --override trainer.max_steps=2"):
+        main(["--config", str(path), "--root", str(root), "--aggregate-only", "--override", "trainer.max_steps=5"])
+    # a run whose directory is gone keeps the rows an earlier aggregation found
+    shutil.rmtree(run1)
+    assert main(["--config", str(path), "--root", str(root), "--aggregate-only", "--no-wandb"]) == 0
+    assert [(r["run"], r["status"]) for r in read_csv(out / "runs.csv")] == \
+        [("teacher=simple_local-seed=0", "done"), ("teacher=simple_local-seed=1", "done")]
+    assert [(r["run"], r["L"]) for r in read_csv(out / "results.csv")] == [(k, L) for k in (
+        "teacher=simple_local-seed=0", "teacher=simple_local-seed=1") for L in ("12", "16")]
+    # the aggregate W&B run is one run, updated by every aggregation (same id)
+    run_id = (out / "aggregate_wandb_id").read_text().strip()
+    assert main(["--config", str(path), "--root", str(root), "--aggregate-only"]) == 0
+    assert (out / "aggregate_wandb_id").read_text().strip() == run_id
+    assert {p.name.rsplit("-", 1)[1] for p in (out / "wandb").glob("offline-run-*")} == {run_id}
 
-def test_point_mode_selects_one_grid_point(tmp_path):
+
+def test_point_mode_selects_one_grid_point(tmp_path, write_spec):
     path = write_spec(tmp_path / "s.yaml")
     with pytest.raises(SweepError, match="unknown axis"):
         main(["--config", str(path), "--point", "--teachr=simple_local", "--seed=0"])
@@ -166,7 +189,7 @@ def test_point_mode_selects_one_grid_point(tmp_path):
                  "--teacher=simple_local", "--seed=1"]) == 0
 
 
-def test_run_locks_share_a_sweep_between_runners(tmp_path):
+def test_run_locks_share_a_sweep_between_runners(tmp_path, write_spec):
     """A run held by a live runner is skipped by another; a lock left by a dead process is taken over."""
     import socket
 

@@ -86,6 +86,7 @@ def test_log_det_matches_brute_force_jacobian(teachers, key):
         assert sign != 0 and abs(float(logabs - log_det[k])) < 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["simple_local", "complex_local"])
 def test_log_prob_normalises_on_4x4(teachers, key):
     """E_q[p/q] = 1 for q a Gaussian fitted to teacher samples (covariance inflated 1.2²; the weights
@@ -204,7 +205,7 @@ RANGE_TARGETS = {  # key -> (lower bound on R_0.05 (exclusive), upper bound (inc
 
 @pytest.mark.parametrize("key", FDLF_KEYS)
 def test_response_range_targets_at_64(teachers, key):
-    """Exact clean-score response profile at L = 64 (8 samples × 4 probe sites) meets DESIGN's targets."""
+    """Exact clean-score response profile at L = 64 (8 samples × 4 probe sites) meets the targets of docs/teachers.md."""
     profile = mean_response_profile(teachers[key], 64, n_samples=8, n_sites=4, seed=0)
     r = int(response_range(profile))
     low, high, tail_r, min_tail = RANGE_TARGETS[key]

@@ -40,36 +40,35 @@ def _row(key: str, sample, log_prob, score, repeats: int) -> dict:
     return row
 
 
+def _teacher_row(key: str, size: int, repeats: int) -> dict:
+    """Time one teacher at ``size``: 2D teachers sample x, hard-valid ones (ports, types, x), whose
+    discrete state the log-likelihood and the score take as well."""
+    from sizetransfer.teachers import make_teacher
+
+    teacher = make_teacher(key, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    drawn = teacher.sample(BATCH, size, generator=gen)
+    *discrete, x = drawn if isinstance(drawn, tuple) else (drawn,)
+    return _row(key, lambda: teacher.sample(BATCH, size, generator=gen), lambda: teacher.log_prob(*discrete, x),
+                lambda: teacher.score(x, *discrete), repeats)
+
+
 def run(quick: bool = False) -> list[dict]:
     """Print and return one row per teacher key (2D periodic teachers, then the 3D hard-valid ones)."""
-    from sizetransfer.teachers import PERIODIC_2D_KEYS, make_teacher
+    from sizetransfer.teachers import PERIODIC_2D_KEYS
 
     repeats = 3 if quick else 20
-    rows = []
     print(f"teachers: L={L}, batch {BATCH}, float64, {torch.get_num_threads()} threads, best of {repeats}")
     print(HEADER)
-    for key in PERIODIC_2D_KEYS:
-        teacher = make_teacher(key, seed=0)
-        gen = torch.Generator().manual_seed(0)
-        x = teacher.sample(BATCH, L, generator=gen)
-        rows.append(_row(key, lambda: teacher.sample(BATCH, L, generator=gen), lambda: teacher.log_prob(x),
-                         lambda: teacher.score(x), repeats))
-    rows += run_hard_valid(repeats)
-    return rows
+    rows = [_teacher_row(key, L, repeats) for key in PERIODIC_2D_KEYS]
+    return rows + run_hard_valid(repeats)
 
 
 def run_hard_valid(repeats: int, L3: int = 16) -> list[dict]:
     """The 3D hard-valid teachers on open L3³ boxes (batch 16): sample (ports, types, x), the exact
     log-likelihood and the exact continuous score."""
-    from sizetransfer.teachers import HARD_VALID_KEYS, make_teacher
+    from sizetransfer.teachers import HARD_VALID_KEYS
 
-    rows = []
     print(f"\nhard-valid 3D teachers: L={L3} open box, batch {BATCH}, float64, best of {repeats}")
     print(HEADER)
-    for key in HARD_VALID_KEYS:
-        teacher = make_teacher(key, seed=0)
-        gen = torch.Generator().manual_seed(0)
-        ports, types, x = teacher.sample(BATCH, L3, generator=gen)
-        rows.append(_row(key, lambda: teacher.sample(BATCH, L3, generator=gen),
-                         lambda: teacher.log_prob(ports, types, x), lambda: teacher.score(x, ports, types), repeats))
-    return rows
+    return [_teacher_row(key, L3, repeats) for key in HARD_VALID_KEYS]

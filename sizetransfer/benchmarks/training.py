@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from sizetransfer.benchmarks.data import data_throughput
 from sizetransfer.data import FDLFDataModule, IsingDataModule
-from sizetransfer.data.streaming import batch_seed
+from sizetransfer.seeding import batch_seed
 from sizetransfer.diffusion import dsm_loss
 from sizetransfer.module import ScoreModule, warmup_cosine
 

@@ -1,4 +1,4 @@
-"""Hard-valid 3D DataModule: a stream of exact samples of the open-box mixed teacher (DESIGN.md §5).
+"""Hard-valid 3D DataModule: a stream of exact samples of the open-box mixed teacher (docs/teachers.md).
 
 A sample of the hard-valid teacher is (ports, types, x) on the open box {0..L-1}³: the student
 learns the score of the continuous channel x (m channels) given the discrete state, so a batch is
@@ -24,8 +24,10 @@ from typing import Any, Sequence
 
 import torch
 
-from sizetransfer.data.streaming import EVAL_STREAM, Batch, StreamingDataModule, batch_seed, torch_generator
-from sizetransfer.teachers import HARD_VALID_KEYS, make_teacher
+from sizetransfer.data.streaming import EVAL_STREAM, Batch
+from sizetransfer.data.teacher import TeacherDataModule
+from sizetransfer.seeding import batch_seed, torch_generator
+from sizetransfer.teachers import HARD_VALID_KEYS
 
 
 class HardValidBatches:
@@ -54,7 +56,7 @@ def hard_valid_batch(teacher, ports: torch.Tensor, types: torch.Tensor, x: torch
     return batch
 
 
-class HardValidDataModule(StreamingDataModule):
+class HardValidDataModule(TeacherDataModule):
     """Streams exact samples of a hard-valid 3D teacher (``make_teacher(teacher, seed=teacher_seed)``,
     float64), handed to training as float32 ``{"x0", "cond", "mask"}`` batches on the open box
     train_size³ (see the module docstring for shapes).
@@ -62,13 +64,8 @@ class HardValidDataModule(StreamingDataModule):
     Args:
         teacher: teacher key, one of ``HARD_VALID_KEYS`` (``hard_valid_short``, ``hard_valid_long``).
         train_size: training box side L (even, ≥ 2; Fig. 3 trains at 6).
-        eval_sizes: sizes the evaluation runs at (default ``[train_size]``); each checked with
-            ``teacher.check_size`` here, before any training.
-        batch_size: samples per batch (one vectorised teacher call).
-        num_workers: DataLoader worker processes (0: generate in the training process).
-        seed: data seed; batch k of rank r is a pure function of (seed, r, k).
-        teacher_seed: seed of the teacher's parameters (the target distribution itself).
-        val_batches: size of the fixed validation set, in batches.
+        eval_sizes, batch_size, num_workers, seed, teacher_seed, val_batches: as in
+            :class:`~sizetransfer.data.teacher.TeacherDataModule`.
 
     Attributes: ``teacher``; ``channels`` (m) and ``cond_channels`` (6 + K + 1), the values
     ``model.in_channels`` / ``model.cond_channels`` must take.
@@ -80,15 +77,10 @@ class HardValidDataModule(StreamingDataModule):
         if teacher not in HARD_VALID_KEYS:
             raise ValueError(f"teacher must be one of {list(HARD_VALID_KEYS)} (the 3D hard-valid teachers; "
                              f"2D FDLF teachers go with FDLFDataModule), got {teacher!r}")
-        super().__init__(train_size=train_size, eval_sizes=eval_sizes, batch_size=batch_size,
-                         num_workers=num_workers, seed=seed, val_batches=val_batches)
+        super().__init__(teacher, train_size, eval_sizes, batch_size, num_workers, seed, teacher_seed, val_batches)
         self.save_hyperparameters()
-        self.teacher = make_teacher(teacher, seed=teacher_seed)
         self.channels, self.cond_channels = int(self.teacher.channels), int(self.teacher.cond_channels)
         self._check_sizes()
-
-    def check_size(self, L: int) -> None:
-        self.teacher.check_size(L)
 
     def make_batch(self, L: int, batch_size: int) -> HardValidBatches:
         return HardValidBatches(self.teacher, L, batch_size)

@@ -9,7 +9,8 @@ import torch
 import ising
 from ising.lattice import check_beta, check_choice, check_size
 from ising.samplers import ALGORITHMS
-from sizetransfer.data.streaming import EVAL_STREAM, Batch, StreamingDataModule, batch_seed
+from sizetransfer.data.streaming import EVAL_STREAM, Batch, StreamingDataModule
+from sizetransfer.seeding import batch_seed
 
 
 class IsingBatches:

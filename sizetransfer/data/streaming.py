@@ -13,13 +13,14 @@ Lightning prefetching), saves that count in checkpoints through ``state_dict``, 
 """
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ising.lattice import check_int
+from sizetransfer.seeding import batch_seed
 
 #: Stream tags: independent seed streams of one DataModule seed.
 TRAIN_STREAM, VAL_STREAM, EVAL_STREAM = 0, 1, 2
@@ -27,28 +28,15 @@ TRAIN_STREAM, VAL_STREAM, EVAL_STREAM = 0, 1, 2
 Batch = dict[str, torch.Tensor]
 
 
-def batch_seed(*key: int) -> int:
-    """A 63-bit integer seed, a pure (hashed) function of the non-negative integers ``key``."""
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def torch_generator(seed: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed``."""
-    return torch.Generator().manual_seed(int(seed))
-
-
 def model_geometry(model) -> dict:
-    """``dim``, ``periodic``, ``in_channels``, ``cond_channels`` of a student: a ``ScoreModule`` (its
-    hyperparameters), or any module with a ``LocalCNN`` at ``.student.net`` / ``.net`` / itself.
-    Keys it cannot find are left out."""
+    """``dim``, ``periodic``, ``in_channels``, ``cond_channels`` of a student: its ``geometry`` (a
+    ``ScoreModule`` or ``LocalScoreCNN`` declares one), else those of its own attributes that are
+    ints/bools. Keys it cannot find are left out."""
     keys = ("dim", "periodic", "in_channels", "cond_channels")
-    hparams = getattr(model, "hparams", None) or {}
-    out = {k: hparams[k] for k in keys if k in hparams}
-    for owner in (getattr(getattr(model, "student", None), "net", None), getattr(model, "net", None), model):
-        for k in keys:
-            if k not in out and owner is not None and isinstance(getattr(owner, k, None), (bool, int)):
-                out[k] = getattr(owner, k)
-    return out
+    declared = getattr(model, "geometry", None)
+    if isinstance(declared, dict):
+        return {k: declared[k] for k in keys if k in declared}
+    return {k: getattr(model, k) for k in keys if isinstance(getattr(model, k, None), (bool, int))}
 
 
 class BatchStream(IterableDataset):
@@ -62,9 +50,9 @@ class BatchStream(IterableDataset):
 
     def __init__(self, make_batch: Callable[[int], Batch], *, seed: int = 0, rank: int = 0,
                  stream: int = TRAIN_STREAM, position: int = 0):
-        check_int("seed", seed, 0)
-        check_int("rank", rank, 0)
-        check_int("position", position, 0)
+        check_int(seed, "seed", 0)
+        check_int(rank, "rank", 0)
+        check_int(position, "position", 0)
         self.make_batch, self.seed, self.rank, self.stream = make_batch, int(seed), int(rank), int(stream)
         self._position = torch.full((1,), int(position), dtype=torch.int64).share_memory_()
 
@@ -107,13 +95,6 @@ class StreamLoader(DataLoader):
         return super().__iter__()
 
 
-def check_int(name: str, value, minimum: int) -> int:
-    """``value`` as an int; ValueError naming ``name`` unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class StreamingDataModule(pl.LightningDataModule):
     """Base DataModule: an infinite training stream at ``train_size``, a fixed validation set, cached
     evaluation batches at any size in ``eval_sizes``.
@@ -138,10 +119,10 @@ class StreamingDataModule(pl.LightningDataModule):
         self.eval_sizes = [train_size] if eval_sizes is None else list(eval_sizes)
         if not self.eval_sizes:
             raise ValueError("eval_sizes must list at least one size (or be None for [train_size])")
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.num_workers = check_int("num_workers", num_workers, 0)
-        self.seed = check_int("seed", seed, 0)
-        self.val_batches = check_int("val_batches", val_batches, 1)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.num_workers = check_int(num_workers, "num_workers", 0)
+        self.seed = check_int(seed, "seed", 0)
+        self.val_batches = check_int(val_batches, "val_batches", 1)
         self.batches_consumed = 0
         self._val_set: list[Batch] | None = None
         self._eval_cache: dict[tuple[int, int, int], Batch] = {}
@@ -234,8 +215,8 @@ class StreamingDataModule(pl.LightningDataModule):
         students trained on different data seeds are evaluated on the same samples.
         """
         self.check_size(L)
-        check_int("n", n, 1)
-        check_int("seed", seed, 0)
+        check_int(n, "n", 1)
+        check_int(seed, "seed", 0)
         key = (int(L), int(n), int(seed))
         if key not in self._eval_cache:
             self._eval_cache[key] = self._eval_samples(*key)

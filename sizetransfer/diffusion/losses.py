@@ -8,14 +8,17 @@ from .noise import VENoise, expand_sigma
 
 def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Tensor | None = None,
              mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             sigma: torch.Tensor | None = None):
+             sigma: torch.Tensor | None = None, antithetic: bool = False):
     """DSM loss ``|| σ s_θ(x0 + σ ε, σ) + ε ||²`` averaged over sites and channels.
 
     model: ``model(x, sigma, cond) -> score``, x (n, C, *lattice), sigma (n,).
     mask: optional (n, 1, *lattice) 0/1 site mask (3D: occupied sites). The noise process then
     acts on the masked coordinates only (ε is zeroed elsewhere, so unmasked sites stay at x0)
     and the average runs over masked sites × channels.
-    sigma: fixed (n,) noise levels instead of log-uniform draws.
+    sigma: fixed (n,) noise levels instead of draws from ``noise_process``.
+    antithetic: every sample is noised twice, with ε and −ε at the same σ (a batch of 2n; unbiased,
+    since −ε ~ N(0, I) too). The O(σ) noise term of the gradient, ε ∂_θ s_θ, then cancels between
+    the pair to first order in σ, which removes most of DSM's variance at low σ (docs/training.md).
     Returns ``(loss, per_sample, sigma)``: the scalar loss (sum over the batch of masked squared
     errors / number of masked entries), the (n,) per-sample mean and the (n,) σ used.
     """
@@ -26,17 +29,45 @@ def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Ten
         sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
         sigma = sigma.expand(n) if sigma.dim() == 0 else sigma  # other shapes: ValueError in perturb
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if antithetic:
+        x0, sigma, eps = torch.cat([x0, x0]), torch.cat([sigma, sigma]), torch.cat([eps, -eps])
+        cond = None if cond is None else torch.cat([cond, cond])
+        mask = None if mask is None else torch.cat([mask, mask])
     if mask is not None:
         mask = mask.to(x0.dtype).expand_as(x0)
         eps = eps * mask
     x_sigma = noise_process.perturb(x0, sigma, eps)
     err = (expand_sigma(sigma, x0) * model(x_sigma, sigma, cond) + eps).square()
-    if mask is None:
-        count = x0[0].numel() * torch.ones(n, dtype=x0.dtype, device=x0.device)
+    return _masked_mean(err, mask, sigma)
+
+
+def exact_score_loss(model, x0: torch.Tensor, score: torch.Tensor, noise_process: VENoise, *,
+                     cond: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, sigma: torch.Tensor | None = None):
+    """Oracle control: ``|| s_θ(x0, σ) − ∇ log p(x0) ||²`` averaged over sites and channels.
+
+    The student sees the clean sample x0 with the noise level σ drawn as in DSM and is regressed on
+    the exact clean score ``score`` (same shape as x0): no DSM noise in the target, so its error at
+    σ_eval is what a student of this radius can reach (the range-limited floor; docs/training.md).
+    mask, sigma and the return value ``(loss, per_sample, sigma)`` as in :func:`dsm_loss`.
+    """
+    n = x0.shape[0]
+    if sigma is None:
+        sigma = noise_process.sample_sigma(n, generator=generator, device=x0.device, dtype=x0.dtype)
     else:
+        sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
+        sigma = sigma.expand(n) if sigma.dim() == 0 else sigma
+    return _masked_mean((model(x0, sigma, cond) - score.to(x0.dtype)).square(), mask, sigma)
+
+
+def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None, sigma: torch.Tensor):
+    """``(loss, per_sample, sigma)`` of squared errors err (n, C, *lattice), over the masked sites."""
+    n = err.shape[0]
+    if mask is None:
+        count = err[0].numel() * torch.ones(n, dtype=err.dtype, device=err.device)
+    else:
+        mask = mask.to(err.dtype).expand_as(err)
         err = err * mask
         count = mask.flatten(1).sum(1)
     sq = err.flatten(1).sum(1)
-    per_sample = sq / count.clamp_min(1)
-    loss = sq.sum() / count.sum().clamp_min(1)
-    return loss, per_sample, sigma
+    return sq.sum() / count.sum().clamp_min(1), sq / count.clamp_min(1), sigma

@@ -1,4 +1,4 @@
-"""Variance-exploding noise process: x_σ = x_0 + σ ε, ε ~ N(0, I) (DESIGN.md section 3)."""
+"""Variance-exploding noise process: x_σ = x_0 + σ ε, ε ~ N(0, I) (Eq. 1; docs/method.md)."""
 from __future__ import annotations
 
 import math
@@ -28,31 +28,54 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, n_steps: int, *,
 
 
 class VENoise:
-    """VE noise process with σ ~ log-uniform[σ_min, σ_max] for training (Eq. 3).
+    """VE noise process with the training distribution of σ (Eq. 3; docs/training.md).
 
+    ``distribution="log_uniform"``: log σ uniform on [log σ_min, log σ_max] (the paper's).
+    ``"log_normal"``: log σ ~ N(log ``sigma_center``, ``log_std``²) truncated to [σ_min, σ_max]
+    (EDM's choice), which puts the training signal where the evaluation is (low σ).
     Plain object (no parameters); all tensors follow the data's (n, channels, *lattice) layout,
     σ is one value per sample, shape (n,).
     """
 
-    def __init__(self, sigma_min: float, sigma_max: float):
+    DISTRIBUTIONS = ("log_uniform", "log_normal")
+
+    def __init__(self, sigma_min: float, sigma_max: float, distribution: str = "log_uniform",
+                 sigma_center: float | None = None, log_std: float = 1.0):
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not sigma_min > 0:
             raise ValueError(f"sigma_min must be > 0, got sigma_min={sigma_min}")
         if not sigma_min < sigma_max:
             raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, "
                              f"sigma_max={sigma_max}")
-        self.sigma_min = sigma_min
-        self.sigma_max = sigma_max
+        if distribution not in self.DISTRIBUTIONS:
+            raise ValueError(f"sigma_distribution must be one of {self.DISTRIBUTIONS}, got {distribution!r}")
+        if sigma_center is None:
+            sigma_center = math.sqrt(sigma_min * sigma_max)
+        if not sigma_min <= sigma_center <= sigma_max:
+            raise ValueError(f"sigma_center must be in [sigma_min, sigma_max] = [{sigma_min}, {sigma_max}], "
+                             f"got {sigma_center}")
+        if not log_std > 0:
+            raise ValueError(f"sigma_log_std must be > 0, got {log_std}")
+        self.sigma_min, self.sigma_max, self.distribution = sigma_min, sigma_max, distribution
+        self.sigma_center, self.log_std = float(sigma_center), float(log_std)
 
     def __repr__(self) -> str:
-        return f"VENoise(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
+        extra = (f", distribution='log_normal', sigma_center={self.sigma_center}, log_std={self.log_std}"
+                 if self.distribution == "log_normal" else "")
+        return f"VENoise(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}{extra})"
 
     def sample_sigma(self, n: int, *, generator: torch.Generator | None = None, device=None,
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(n,) noise levels, log σ uniform on [log σ_min, log σ_max]."""
+        """(n,) training noise levels drawn from the distribution (one uniform draw each)."""
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
         log_min, log_max = math.log(self.sigma_min), math.log(self.sigma_max)
-        return torch.exp(log_min + u * (log_max - log_min)).to(dtype)
+        if self.distribution == "log_uniform":
+            return torch.exp(log_min + u * (log_max - log_min)).to(dtype)
+        # truncated normal in log σ by inverse CDF: u ↦ Φ⁻¹(Φ(a) + u (Φ(b) − Φ(a)))
+        mu, s = math.log(self.sigma_center), self.log_std
+        lo, hi = (0.5 * math.erfc(-(v - mu) / (s * math.sqrt(2))) for v in (log_min, log_max))
+        z = torch.special.ndtri(lo + u * (hi - lo))
+        return torch.exp(mu + s * z).clamp(self.sigma_min, self.sigma_max).to(dtype)
 
     @staticmethod
     def perturb(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,16 @@ denoise=False, progress=False, ...)``:
   the last step is the noise-free Tweedie step to the clean data.
 * ``mask``: optional (n, 1, *lattice) 0/1 site mask: only masked coordinates move (3D: occupied).
 * ``denoise``: if the schedule ends at σ_last > 0, return the Tweedie denoised
-  ``x + σ_last² s(x, σ_last)`` (the posterior mean E[X0 | x]) instead of the sample at σ_last;
-  no effect when the schedule ends in 0.
+  ``x + σ_last² s(x, σ_last)`` (the posterior mean E[X0 | x], :func:`~sizetransfer.diffusion.tweedie.tweedie_denoise`)
+  instead of the sample at σ_last; no effect when the schedule ends in 0.
 Returns the final x, shape of ``x``.
 """
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
+
+from .tweedie import tweedie_denoise
 
 
 def _score(model, x, sigma, cond, mask):
@@ -42,17 +44,18 @@ def _check(x, sigmas):
 def _finish(model, x, sigmas, cond, mask, denoise):
     last = sigmas[-1]
     if denoise and last > 0:
-        x = x + last ** 2 * _score(model, x, last, cond, mask)
+        x = tweedie_denoise(x, _score(model, x, last, cond, mask), last)
     return x
 
 
 def _euler_maruyama_step(model, x, sigma, sigma_next, cond, generator, mask):
-    """Reverse-SDE step σ → σ_next: x += (σ² − σ_next²) s + √(σ² − σ_next²) z (no z when σ_next = 0)."""
+    """Reverse-SDE step σ → σ_next: x += (σ² − σ_next²) s + √(σ² − σ_next²) z; to σ_next = 0 it is the
+    Tweedie step x + σ² s."""
+    if sigma_next == 0:
+        return tweedie_denoise(x, _score(model, x, sigma, cond, mask), sigma)
     var = sigma ** 2 - sigma_next ** 2
     x = x + var * _score(model, x, sigma, cond, mask)
-    if sigma_next > 0:
-        x = x + var.sqrt() * _noise(x, generator, mask)
-    return x
+    return x + var.sqrt() * _noise(x, generator, mask)
 
 
 @torch.no_grad()
@@ -93,15 +96,17 @@ def sample_predictor_corrector(model, x, sigmas, *, snr=0.16, n_corrector=1, con
 def sample_probability_flow(model, x, sigmas, *, cond=None, mask=None, generator=None,
                             denoise=False, progress=False):
     """Heun (2nd order) integration of the probability-flow ODE dx/dσ = −σ s(x, σ)
-    (Euler on a last step to σ = 0). Deterministic; ``generator`` is accepted for the common
-    signature and unused."""
+    (a last step to σ = 0 is Euler's, x + σ² s: the Tweedie step). Deterministic; ``generator`` is
+    accepted for the common signature and unused."""
     sigmas = _check(x, sigmas)
     for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="PF-ODE"):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        d = -sigma * _score(model, x, sigma, cond, mask)
+        s = _score(model, x, sigma, cond, mask)
+        if sigma_next == 0:
+            x = tweedie_denoise(x, s, sigma)
+            continue
+        d = -sigma * s
         x_next = x + (sigma_next - sigma) * d
-        if sigma_next > 0:
-            d_next = -sigma_next * _score(model, x_next, sigma_next, cond, mask)
-            x_next = x + (sigma_next - sigma) * 0.5 * (d + d_next)
-        x = x_next
+        d_next = -sigma_next * _score(model, x_next, sigma_next, cond, mask)
+        x = x + (sigma_next - sigma) * 0.5 * (d + d_next)
     return _finish(model, x, sigmas, cond, mask, denoise)

@@ -1,4 +1,4 @@
-"""Generation-level local observables (paper Appendix C.2, Table 5; DESIGN.md §7).
+"""Generation-level local observables (paper Appendix C.2, Table 5; docs/metrics.md).
 
 Samples of the learned reverse process are compared with teacher samples through the pooled local
 observables of :func:`~sizetransfer.evaluation.metrics.local_observables` (per-site mean, variance,
@@ -16,9 +16,10 @@ Plain torch functions:
   of the same size and count scored against the same reference set, so a perfect sampler's MAE
   has this expectation.
 
-:class:`GenerationCallback` (Lightning) runs them at the end of training for the EMA student and
-writes ``generation.csv|json|png`` to ``<run dir>/eval/step=<k>/`` beside the size-extrapolation
-metrics, logging ``gen/<metric>/L=<size>`` to every logger (and a table and figure to W&B).
+:func:`evaluate_generation` runs them at every size of a :class:`GenerationConfig` against the
+eval batches of a data object; ``GenerationCallback`` (``sizetransfer.evaluation.callback``) runs it at
+the end of training for the EMA student and writes ``generation.csv|json|png`` to
+``<run dir>/eval/step=<k>/`` beside the size-extrapolation metrics.
 
 Note on σ_max: the reverse process starts from N(0, σ_max² I), not from the smoothed teacher
 p_{L,σ_max} = p_L * N(0, σ_max² I). With the FDLF training range σ_max = 1 and teacher variances of
@@ -31,13 +32,10 @@ it amplifies a student's low-σ score errors into runaway sites whose kurtosis d
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import pytorch_lightning as pl
 import torch
 from tqdm.auto import tqdm
 
@@ -47,8 +45,6 @@ from sizetransfer.diffusion.sampling import (
     sample_predictor_corrector,
     sample_probability_flow,
 )
-from sizetransfer.evaluation.callback import log_evaluation, run_directory
-from sizetransfer.evaluation.ising_eval import atomic_output
 from sizetransfer.evaluation.metrics import local_observables, observables_mae
 
 #: Reverse-process samplers by name: predictor–corrector (one Langevin corrector per step, so two
@@ -189,23 +185,12 @@ def teacher_floor(reference: torch.Tensor, independent: Sequence[torch.Tensor], 
     return float(values.mean()), sem
 
 
-# ---------------------------------------------------------------------------------- Lightning callback
-def _metric_keys(observable_keys: Sequence[str]) -> list[str]:
-    return ["mae", "teacher_floor"] + [f"{k}_error" for k in observable_keys]
-
-
-class GenerationCallback(pl.Callback):
-    """Table 5 at the end of training: local observables of student samples vs teacher samples.
-
-    At every size L of ``sizes`` (rank 0 only, no collective call): ``n_samples`` teacher samples
-    ``datamodule.eval_batch(L, n_samples, seed=seed)`` are the reference; ``n_samples`` samples of the
-    EMA student's reverse process (``pl_module.score``, ``steps`` steps of ``sampler`` from σ_max to
-    σ_min, then the Tweedie step to 0; conditioned on the reference's ``cond``/``mask`` if any) are
-    scored against them (:func:`generation_errors`), and ``floor_repeats`` further teacher sets
-    (seeds ``seed + 1, ...``) give the noise floor (:func:`teacher_floor`).
+@dataclass
+class GenerationConfig:
+    """Options of :func:`evaluate_generation` (the ``generation.*`` config keys of the same names).
 
     Args:
-        sizes: lattice sizes L; ``None`` or ``[]``: the callback is off (the default).
+        sizes: lattice sizes L; empty: generation is off.
         n_samples: samples per L, generated and reference alike, one count for all sizes or a list with one
             per size. The observables pool over samples and sites, so their noise falls with n · L^d:
             measured MAE floors (8 repeats) at L = 24 are 0.02-0.03 with 64 samples but 0.05-0.18 with 16
@@ -221,88 +206,61 @@ class GenerationCallback(pl.Callback):
             Measured on a 1500-step simple_local student (B = 1, L = 24 / 64, 64 steps): MAE 0.040 / 0.032
             with 0.1 (floor 0.021 / 0.019), 1.04 / 2.11 with the corrector everywhere (runaway sites,
             kurtosis error 5.6 / 11.8), 0.25 / 0.24 with em (no corrector: the N(0, σ_max²) start bias).
-        sigma_max, sigma_min: ends of the reverse schedule (default: the module's training noise
-            range ``pl_module.noise``).
+        sigma_max, sigma_min: ends of the reverse schedule (``None``: the student's training noise range,
+            :meth:`schedule_range`).
         seed: seed of the reference samples (the size-extrapolation default 12345 shares its cache)
             and, with L, of the reverse process's noise.
         floor_repeats: independent teacher sets of the noise floor.
-        output_dir: run directory for ``eval/step=<k>/`` (``None``: resolved as
-            ``SizeExtrapolationCallback`` does, see :func:`run_directory`).
-        log_table, log_image: send the table / figure to a ``WandbLogger``.
-        progress: tqdm bars over sizes and reverse steps.
     """
 
-    def __init__(self, sizes: Sequence[int] | None = None, n_samples: int | Sequence[int] = 64, steps: int = 64,
-                 sampler: str = "pc", corrector_sigma_min: float | None = 0.1,
-                 sigma_max: float | None = None, sigma_min: float | None = None,
-                 seed: int = 12345, floor_repeats: int = 8, output_dir: str | None = None,
-                 log_table: bool = True, log_image: bool = True, progress: bool = True) -> None:
-        super().__init__()
-        sizes = list(sizes or [])
+    sizes: Sequence[int] = ()
+    n_samples: int | Sequence[int] = 64
+    steps: int = 64
+    sampler: str = "pc"
+    corrector_sigma_min: float | None = 0.1
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    seed: int = 12345
+    floor_repeats: int = 8
+
+    def __post_init__(self) -> None:
+        sizes = list(self.sizes or [])
         if any(int(L) != L or L < 2 for L in sizes):
             raise ValueError(f"generation.sizes must be a list of integer sizes L >= 2 (or null/[]: off), got {sizes}")
         if len(set(int(L) for L in sizes)) != len(sizes):
             raise ValueError(f"generation.sizes must not repeat a size, got {sizes}")
+        n_samples = self.n_samples
         single = isinstance(n_samples, int)
         counts = [n_samples] if single else list(n_samples)
         if (not single and sizes and len(counts) != len(sizes)) or any(int(n) != n or n < 2 for n in counts):
             raise ValueError(f"generation.n_samples must be an integer >= 2 or a list of them, one per size "
                              f"(sizes={sizes}), got {n_samples!r}")
         counts = counts * len(sizes) if single else counts
-        for name, value, low in [("steps", steps, 2), ("seed", seed, 0), ("floor_repeats", floor_repeats, 1)]:
+        for name, value, low in [("steps", self.steps, 2), ("seed", self.seed, 0),
+                                 ("floor_repeats", self.floor_repeats, 1)]:
             if int(value) != value or value < low:
                 raise ValueError(f"generation.{name} must be an integer >= {low}, got {value!r}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"generation.sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
-        if corrector_sigma_min is not None and not corrector_sigma_min > 0:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"generation.sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
+        if self.corrector_sigma_min is not None and not self.corrector_sigma_min > 0:
             raise ValueError(f"generation.corrector_sigma_min must be > 0 (or null: corrector at every level), "
-                             f"got {corrector_sigma_min}")
-        for name, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
+                             f"got {self.corrector_sigma_min}")
+        for name, value in (("sigma_max", self.sigma_max), ("sigma_min", self.sigma_min)):
             if value is not None and not value > 0:
                 raise ValueError(f"generation.{name} must be > 0 (or null: the model's noise range), got {value}")
-        if sigma_max is not None and sigma_min is not None and not sigma_min < sigma_max:
-            raise ValueError(f"generation.sigma_min must be < generation.sigma_max, got {sigma_min} and {sigma_max}")
+        if self.sigma_max is not None and self.sigma_min is not None and not self.sigma_min < self.sigma_max:
+            raise ValueError(f"generation.sigma_min must be < generation.sigma_max, got {self.sigma_min} "
+                             f"and {self.sigma_max}")
         self.sizes = [int(L) for L in sizes]
-        self.n_samples = n_samples if isinstance(n_samples, int) else [int(n) for n in n_samples]
+        self.n_samples = n_samples if single else [int(n) for n in n_samples]
         self.counts = {L: int(n) for L, n in zip(self.sizes, counts)}
-        self.steps, self.sampler = int(steps), sampler
-        self.corrector_sigma_min = None if corrector_sigma_min is None else float(corrector_sigma_min)
-        self.sigma_max, self.sigma_min = sigma_max, sigma_min
-        self.seed, self.floor_repeats = int(seed), int(floor_repeats)
-        self.output_dir, self.log_table, self.log_image, self.progress = output_dir, log_table, log_image, progress
-        self.last_results: dict[str, Any] | None = None
-        self.last_output_dir: Path | None = None
+        self.steps, self.seed, self.floor_repeats = int(self.steps), int(self.seed), int(self.floor_repeats)
+        if self.corrector_sigma_min is not None:
+            self.corrector_sigma_min = float(self.corrector_sigma_min)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.sizes)
-
-    # ------------------------------------------------------------------ Lightning hooks
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check datamodule, sizes and schedule before training starts (ValueError naming the option)."""
-        if not self.enabled:
-            return
-        dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "teacher") or not hasattr(dm, "eval_batch"):
-            raise ValueError("generation.sizes is set, but generation-level observables need an FDLF datamodule "
-                             f"(one with a 'teacher' and 'eval_batch'), got {type(dm).__name__}; "
-                             "set generation.sizes to null for this data")
-        for L in self.sizes:
-            try:
-                dm.teacher.check_size(L)
-            except ValueError as err:
-                raise ValueError(f"generation.sizes: size {L} is invalid for teacher {dm.teacher.key!r}: {err}") from None
-        self._schedule_range(pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.enabled or not trainer.is_global_zero:
-            return
-        results = self.evaluate(trainer, pl_module)
-        print(format_summary(results))
-
-    # ------------------------------------------------------------------ evaluation
-    def _schedule_range(self, pl_module) -> tuple[float, float]:
-        noise = getattr(pl_module, "noise", None)
+    def schedule_range(self, noise=None) -> tuple[float, float]:
+        """(σ_max, σ_min) of the reverse schedule: the options, else ``noise.sigma_max`` / ``noise.sigma_min``
+        (a student's training noise process); ValueError naming the options when neither gives them."""
         sigma_max = self.sigma_max if self.sigma_max is not None else getattr(noise, "sigma_max", None)
         sigma_min = self.sigma_min if self.sigma_min is not None else getattr(noise, "sigma_min", None)
         if sigma_max is None or sigma_min is None:
@@ -312,116 +270,64 @@ class GenerationCallback(pl.Callback):
                              f"sigma_min={sigma_min}, sigma_max={sigma_max}")
         return float(sigma_max), float(sigma_min)
 
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """Generate, score, write and log at every size (call on rank 0 only); returns the results dict."""
-        dm = trainer.datamodule
-        teacher = dm.teacher
-        sigma_max, sigma_min = self._schedule_range(pl_module)
-        device, dtype = pl_module.device, pl_module.dtype
-        sigmas = generation_sigmas(sigma_max, sigma_min, self.steps, dtype=dtype, device=device)
-        rows, observed = [], []
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            for L in tqdm(self.sizes, desc="generation", disable=not self.progress):
-                n = self.counts[L]
-                ref = dm.eval_batch(L, n, seed=self.seed)
-                x_ref, cond, mask = ref["x0"], ref.get("cond"), ref.get("mask")
-                gen = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + 1009 * L)
-                with torch.no_grad():
-                    x_gen = generate(pl_module.score, x_ref.shape, sigmas, sampler=self.sampler, generator=gen,
-                                     cond=cond, mask=mask, progress=self.progress, dtype=dtype, device=device,
-                                     corrector_sigma_min=self.corrector_sigma_min if self.sampler == "pc" else None)
-                errors = generation_errors(x_gen, x_ref, periodic=teacher.periodic, mask=mask)
-                others = [dm.eval_batch(L, n, seed=self.seed + k) for k in range(1, self.floor_repeats + 1)]
-                floor, floor_sem = teacher_floor(x_ref, [o["x0"] for o in others], periodic=teacher.periodic,
-                                                 mask=mask, independent_masks=[o.get("mask") for o in others])
-                obs_keys = [k for k in errors if k != "mae"]
-                row: dict[str, Any] = {"L": L, "n_samples": n, "steps": self.steps,
-                                       "sampler": self.sampler, "mae": errors["mae"], "teacher_floor": floor}
-                row.update({f"{k}_error": errors[k] for k in obs_keys})
-                rows.append(row)
-                obs_t = observables(x_ref, periodic=teacher.periodic, mask=mask)
-                obs_g = observables(x_gen, periodic=teacher.periodic, mask=mask)
-                observed.append({"L": L, "teacher_floor_sem": floor_sem,
-                                 "teacher": {k: v.tolist() for k, v in obs_t.items()},
-                                 "generated": {k: v.tolist() for k, v in obs_g.items()},
-                                 "generated_finite": bool(torch.isfinite(x_gen).all())})
-        finally:
-            pl_module.train(was_training)
-        results = {"target": "fdlf", "target_name": f"teacher {teacher.key}", "step": int(trainer.global_step),
-                   "receptive_radius": int(getattr(pl_module, "receptive_radius", -1)),
-                   "metric_keys": _metric_keys(obs_keys), "columns": list(rows[0]), "rows": rows,
-                   "observables": observed,
-                   "config": {"sizes": self.sizes, "n_samples": self.n_samples, "steps": self.steps,
-                              "sampler": self.sampler, "corrector_sigma_min": self.corrector_sigma_min,
-                              "sigma_max": sigma_max, "sigma_min": sigma_min,
-                              "seed": self.seed, "floor_repeats": self.floor_repeats}}
-        out = run_directory(trainer, self.output_dir) / "eval" / f"step={results['step']}"
-        self._write(results, out)
-        self._log(trainer, results, out)
-        self.last_results, self.last_output_dir = results, out
-        return results
-
-    def _write(self, results: dict[str, Any], out: Path) -> None:
-        with atomic_output(out / "generation.csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=results["columns"])
-                writer.writeheader()
-                writer.writerows(results["rows"])
-        with atomic_output(out / "generation.json") as tmp:
-            tmp.write_text(json.dumps(results, indent=1, default=str))
-        with atomic_output(out / "generation.png") as tmp:
-            plot_generation(results, tmp)
-
-    def _log(self, trainer: pl.Trainer, results: dict[str, Any], out: Path) -> None:
-        metrics = {f"gen/{key}/L={row['L']}": float(row[key]) for row in results["rows"] for key in results["metric_keys"]}
-        log_evaluation(trainer, metrics, step=results["step"],
-                       table=("gen/table", results["columns"], results["rows"]) if self.log_table else None,
-                       image=("gen/observables", out / "generation.png") if self.log_image else None)
+    def as_dict(self) -> dict[str, Any]:
+        """The options as written to ``generation.json`` (without the derived per-size counts)."""
+        return {"sizes": self.sizes, "n_samples": self.n_samples, "steps": self.steps, "sampler": self.sampler,
+                "corrector_sigma_min": self.corrector_sigma_min, "sigma_max": self.sigma_max,
+                "sigma_min": self.sigma_min, "seed": self.seed, "floor_repeats": self.floor_repeats}
 
 
-def plot_generation(results: dict[str, Any], path) -> None:
-    """Figure: per L, each local observable of the generated vs the teacher samples (channel 0);
-    last panel: MAE and teacher noise floor vs L."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    entries = results["observables"]
-    n = len(entries) + 1
-    cols = min(n, 4)
-    rows_ = math.ceil(n / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * rows_))
-    axes = list(fig.subplots(rows_, cols, squeeze=False).flat)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    for ax, entry in zip(axes, entries):
-        keys = list(entry["teacher"])
-        pos = np.arange(len(keys))
-        ax.bar(pos - 0.2, [entry["teacher"][k][0] for k in keys], 0.4, label="teacher")
-        ax.bar(pos + 0.2, [entry["generated"][k][0] for k in keys], 0.4, label="generated")
-        ax.axhline(0, color="grey", lw=0.6)
-        ax.set_xticks(pos, keys, rotation=35, ha="right", fontsize=8)
-        ax.set(title=f"L = {entry['L']}", ylabel="observable")
-        ax.legend(fontsize=8)
-    ax = axes[len(entries)]
-    sizes = [row["L"] for row in results["rows"]]
-    ax.plot(sizes, [row["mae"] for row in results["rows"]], "o-", label="student MAE")
-    ax.plot(sizes, [row["teacher_floor"] for row in results["rows"]], "s--", label="teacher floor")
-    ax.set(title=f"{results['target_name']}, step {results['step']}", xlabel="L", ylabel="local-observable MAE")
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+def _metric_keys(observable_keys: Sequence[str]) -> list[str]:
+    return ["mae", "teacher_floor"] + [f"{k}_error" for k in observable_keys]
 
 
-def format_summary(results: dict[str, Any]) -> str:
-    """Fixed-width text table of one generation evaluation (printed at the end of training)."""
-    columns = ["L", "mae", "teacher_floor"] + [k for k in results["metric_keys"] if k.endswith("_error")]
-    cells = [columns] + [[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
-                         for row in results["rows"]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    cfg = results["config"]
-    title = (f"generation ({results['target_name']}, {cfg['sampler']}, {cfg['steps']} steps, "
-             f"n_samples {cfg['n_samples']}), step {results['step']}")
-    return "\n".join([title] + ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells])
+def evaluate_generation(score: ScoreFn, data, config: GenerationConfig, *, sigma_max: float, sigma_min: float,
+                        dtype: torch.dtype = torch.float32, device=None, progress: bool = False) -> dict[str, Any]:
+    """Table 5 at every size of ``config``: local observables of generated samples vs teacher samples.
+
+    At every L: ``n`` teacher samples ``data.eval_batch(L, n, seed=seed)`` are the reference; ``n``
+    samples of the reverse process of ``score`` (``steps`` steps of ``sampler`` from σ_max to σ_min,
+    then the Tweedie step to 0; conditioned on the reference's ``cond``/``mask`` if any) are scored
+    against them (:func:`generation_errors`), and ``floor_repeats`` further teacher sets (seeds
+    ``seed + 1, ...``) give the noise floor (:func:`teacher_floor`).
+
+    Args:
+        score: ``score(x, sigma, cond)`` on ``device`` / ``dtype`` (e.g. ``ScoreModule.score``).
+        data: anything with ``teacher`` and ``eval_batch(L, n, *, seed)`` (:mod:`sizetransfer.data.protocol`).
+        sigma_max, sigma_min: ends of the reverse schedule (:meth:`GenerationConfig.schedule_range`).
+    Returns:
+        ``{"target": "fdlf", "target_name", "metric_keys", "columns", "rows", "observables", "config"}``:
+        one row per L (``L, n_samples, steps, sampler, mae, teacher_floor, <observable>_error``) and the
+        observables of both sample sets per L.
+    """
+    teacher = data.teacher
+    sigmas = generation_sigmas(sigma_max, sigma_min, config.steps, dtype=dtype, device=device)
+    cut = config.corrector_sigma_min if config.sampler == "pc" else None
+    rows, observed, obs_keys = [], [], []
+    for L in tqdm(config.sizes, desc="generation", disable=not progress):
+        n = config.counts[L]
+        ref = data.eval_batch(L, n, seed=config.seed)
+        x_ref, cond, mask = ref["x0"], ref.get("cond"), ref.get("mask")
+        gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 1009 * L)
+        with torch.no_grad():
+            x_gen = generate(score, x_ref.shape, sigmas, sampler=config.sampler, generator=gen, cond=cond, mask=mask,
+                             progress=progress, dtype=dtype, device=device, corrector_sigma_min=cut)
+        errors = generation_errors(x_gen, x_ref, periodic=teacher.periodic, mask=mask)
+        others = [data.eval_batch(L, n, seed=config.seed + k) for k in range(1, config.floor_repeats + 1)]
+        floor, floor_sem = teacher_floor(x_ref, [o["x0"] for o in others], periodic=teacher.periodic,
+                                         mask=mask, independent_masks=[o.get("mask") for o in others])
+        obs_keys = [k for k in errors if k != "mae"]
+        row: dict[str, Any] = {"L": L, "n_samples": n, "steps": config.steps, "sampler": config.sampler,
+                               "mae": errors["mae"], "teacher_floor": floor}
+        row.update({f"{k}_error": errors[k] for k in obs_keys})
+        rows.append(row)
+        obs_t = observables(x_ref, periodic=teacher.periodic, mask=mask)
+        obs_g = observables(x_gen, periodic=teacher.periodic, mask=mask)
+        observed.append({"L": L, "teacher_floor_sem": floor_sem,
+                         "teacher": {k: v.tolist() for k, v in obs_t.items()},
+                         "generated": {k: v.tolist() for k, v in obs_g.items()},
+                         "generated_finite": bool(torch.isfinite(x_gen).all())})
+    return {"target": "fdlf", "target_name": f"teacher {teacher.key}", "metric_keys": _metric_keys(obs_keys),
+            "columns": list(rows[0]), "rows": rows, "observables": observed,
+            "config": {**config.as_dict(), "sigma_max": sigma_max, "sigma_min": sigma_min}}
+

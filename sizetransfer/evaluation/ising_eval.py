@@ -1,45 +1,87 @@
-"""Ising-target evaluation pieces (DESIGN.md §6, §7 "Ising boundary response"); plain torch + numpy.
+"""Size extrapolation against the Ising target, as plain torch + numpy functions (docs/metrics.md).
 
-The learned model is any ``score_fn(y) -> score`` on fields ``(n, 1, L, L)`` at a fixed probe σ.
-Observations are ``y = s + σ z`` with s prior spins (±1) and z ~ N(0, I). Response profiles are
-*signed* Chebyshev-shell sums of the Jacobian row ``∂s_i/∂y_j`` (ferromagnetic covariances are
-positive), averaged over observations; r = 0 is the diagonal ``∂s_i/∂y_i`` (which carries the
-−σ⁻² term), the same convention as ``ising.response_profile``.
+The learned model is any score on fields ``(n, 1, L, L)`` at a fixed probe σ. Observations are
+``y = s + σ z`` with s prior spins (±1) and z ~ N(0, I). Response profiles are *signed*
+Chebyshev-shell sums of the Jacobian row ``∂s_i/∂y_j`` (ferromagnetic covariances are positive;
+:func:`~sizetransfer.evaluation.metrics.signed_response_profile`), averaged over observations; r = 0
+is the diagonal ``∂s_i/∂y_i`` (which carries the −σ⁻² term), the convention of the exact response
+``ising.response_profile`` (Eq. 22).
+
+:func:`evaluate_ising` runs the whole comparison at every size and probe σ.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from sizetransfer.evaluation.metrics import clean_score_rmse, score_response_profile
+from sizetransfer.atomic import atomic_output
+from sizetransfer.evaluation.fdlf import check_at_least
+from sizetransfer.evaluation.metrics import clean_score_rmse, response_relative_error, signed_response_profile
+from sizetransfer.evaluation.score import BoundScore, ScoreFn, bind_score
 
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
+@dataclass
+class IsingEvalConfig:
+    """Options of :func:`evaluate_ising` (the ``evaluation.*`` config keys; ``r_max`` is ``ising_r_max``).
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    Readers never see a half-written file; the parent directory is created if needed.
+    Args:
+        seed: seed of the evaluation spins, the observation noise, the probe sites and the exact response.
+        probe_sigmas: probe noise levels σ.
+        r_max: largest Chebyshev distance of the response profile (≤ L // 2).
+        response_distances: distances r of the headline metrics; ``None``: (1, receptive radius).
+        exact_observations: observations y of the exact response (the expensive part; cached on disk).
+        learned_observations: observations y of the learned response (one autograd pass over all of
+            them per probe site: the Ising evaluation's main cost at L = 64).
+        sites_per_observation: random probe sites per observation of the learned response.
+        score_observations: observations y of the score RMSE against the MCMC smoothed score.
+        response_kwargs, smoothed_score_kwargs: extra arguments of ``ising.response_profile`` /
+            ``ising.smoothed_score`` (sampler settings).
+        cache_dir: cache root of exact responses (``None``: :func:`default_cache_dir`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")  # usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    seed: int = 12345
+    probe_sigmas: Sequence[float] = (1.0, 2.0, 4.0, 8.0)
+    r_max: int = 8
+    response_distances: Sequence[int] | None = None
+    exact_observations: int = 16
+    learned_observations: int = 16
+    sites_per_observation: int = 1
+    score_observations: int = 4
+    response_kwargs: dict[str, Any] = field(default_factory=dict)
+    smoothed_score_kwargs: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_at_least(seed=(self.seed, 0), ising_r_max=(self.r_max, 1),
+                       exact_observations=(self.exact_observations, 2),
+                       learned_observations=(self.learned_observations, 2),
+                       sites_per_observation=(self.sites_per_observation, 1),
+                       score_observations=(self.score_observations, 1))
+        if len(self.probe_sigmas) == 0 or any(not s > 0 for s in self.probe_sigmas):
+            raise ValueError(f"probe_sigmas must be a non-empty list of σ > 0, got {self.probe_sigmas}")
+        if self.response_distances is not None and any(not 0 <= int(r) <= self.r_max for r in self.response_distances):
+            raise ValueError(f"response_distances must lie in [0, ising_r_max={self.r_max}], got {self.response_distances}")
+        self.seed, self.r_max = int(self.seed), int(self.r_max)
+        self.probe_sigmas = [float(s) for s in self.probe_sigmas]
+        self.response_distances = None if self.response_distances is None else [int(r) for r in self.response_distances]
+        self.exact_observations, self.learned_observations = int(self.exact_observations), int(self.learned_observations)
+        self.sites_per_observation = int(self.sites_per_observation)
+        self.score_observations = int(self.score_observations)
+        self.response_kwargs, self.smoothed_score_kwargs = dict(self.response_kwargs), dict(self.smoothed_score_kwargs)
+
+    def check_size(self, L: int) -> None:
+        """ValueError unless the profile fits the torus of size L."""
+        if self.r_max > L // 2:
+            raise ValueError(f"ising_r_max = {self.r_max} must be <= L // 2 = {L // 2} at eval size L = {L}")
 
 
 def default_cache_dir() -> Path:
@@ -86,7 +128,7 @@ def noisy_observations(spins: torch.Tensor, sigma: float, *, generator: torch.Ge
     return s + sigma * torch.randn(s.shape, generator=generator, dtype=torch.float64)
 
 
-def learned_response_profile(score_fn: ScoreFn, y: torch.Tensor, r_max: int, *,
+def learned_response_profile(score_fn: BoundScore, y: torch.Tensor, r_max: int, *,
                              sites_per_observation: int = 1,
                              generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Signed shell sums of the learned score's autograd Jacobian row, averaged over observations.
@@ -99,7 +141,7 @@ def learned_response_profile(score_fn: ScoreFn, y: torch.Tensor, r_max: int, *,
     per_obs = torch.zeros(n, r_max + 1, dtype=torch.float64)
     for _ in range(sites_per_observation):
         site = tuple(int(c) for c in torch.randint(0, L, (2,), generator=generator))
-        rows = score_response_profile(score_fn, y, site, r_max, periodic=True, absolute=False)
+        rows = signed_response_profile(score_fn, y, site, r_max, periodic=True)
         per_obs += rows.detach().to("cpu", torch.float64)
     per_obs /= sites_per_observation
     mean = per_obs.mean(0).numpy()
@@ -107,7 +149,7 @@ def learned_response_profile(score_fn: ScoreFn, y: torch.Tensor, r_max: int, *,
     return mean, sem
 
 
-def score_rmse_against_mcmc(score_fn: ScoreFn, spins: torch.Tensor, y: torch.Tensor, beta: float, sigma: float,
+def score_rmse_against_mcmc(score_fn: BoundScore, spins: torch.Tensor, y: torch.Tensor, beta: float, sigma: float,
                             **score_kwargs) -> dict[str, float]:
     """Relative RMSE of the learned score against the MCMC smoothed score ``ising.smoothed_score``.
 
@@ -127,3 +169,68 @@ def score_rmse_against_mcmc(score_fn: ScoreFn, spins: torch.Tensor, y: torch.Ten
         learned = score_fn(y)[:, 0].detach().to("cpu", torch.float64)
     return {"rmse": float(clean_score_rmse(learned, target)),
             "mc_floor": float(clean_score_rmse(target + stderr, target))}
+
+
+def _ising_row(score: ScoreFn, spins: torch.Tensor, beta: float, L: int, k: int, sigma: float,
+               config: IsingEvalConfig, distances: list[int], progress: bool) -> tuple[dict, dict]:
+    """The metrics row and the profile entry of one (L, σ)."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 1009 * L + k)
+    y = noisy_observations(spins, sigma, generator=gen)
+    student = bind_score(score, sigma, None)
+    learned, learned_sem = learned_response_profile(student, y[: config.learned_observations], config.r_max,
+                                                    sites_per_observation=config.sites_per_observation,
+                                                    generator=gen)
+    exact, exact_err = exact_response_cached(L, beta, sigma, config.r_max, n_observations=config.exact_observations,
+                                             seed=config.seed, cache_dir=config.cache_dir, progress=progress,
+                                             **config.response_kwargs)
+    n_s = config.score_observations
+    rmse = score_rmse_against_mcmc(student, spins[:n_s], y[:n_s], beta, sigma, **config.smoothed_score_kwargs)
+    row: dict[str, Any] = {"L": L, "sigma": sigma}
+    for r in distances:
+        row[f"response_exact_r{r}"] = float(exact[r])
+        row[f"response_exact_stderr_r{r}"] = float(exact_err[r])
+        row[f"response_learned_r{r}"] = float(learned[r])
+        row[f"response_ratio_r{r}"] = float(learned[r] / exact[r])
+    row["response_profile_error"] = float(response_relative_error(torch.from_numpy(learned[1:]),
+                                                                  torch.from_numpy(exact[1:])))
+    row["score_rmse"], row["score_rmse_mc_floor"] = rmse["rmse"], rmse["mc_floor"]
+    profile = {"L": L, "sigma": sigma, "r": list(range(config.r_max + 1)), "exact": exact.tolist(),
+               "exact_stderr": exact_err.tolist(), "student": learned.tolist(), "student_sem": learned_sem.tolist()}
+    return row, profile
+
+
+def evaluate_ising(score: ScoreFn, data, config: IsingEvalConfig | None = None, *, receptive_radius: int,
+                   sizes: Sequence[int] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Learned against exact boundary response (Eq. 22) and score RMSE against the MCMC smoothed score.
+
+    Args:
+        score: model score ``(x, sigma, cond) -> score`` on float64 CPU tensors.
+        data: anything with ``beta``, ``eval_sizes`` and ``eval_batch(L, n, *, seed)`` (±1 spins
+            ``(n, 1, L, L)``; :mod:`sizetransfer.data.protocol`).
+        receptive_radius: the student's R (default headline distances (1, R)).
+        sizes: sizes L (default ``data.eval_sizes``).
+    Returns:
+        ``{"target": "ising", "target_name", "beta", "metric_keys", "rows", "profiles"}``: one row per
+        (L, σ) (``response_exact_r<r>``, ``response_exact_stderr_r<r>``, ``response_learned_r<r>``,
+        ``response_ratio_r<r>``, ``response_profile_error``, ``score_rmse``, ``score_rmse_mc_floor``)
+        and one profile entry per (L, σ) (exact with stderr, learned with sem, r = 0..r_max).
+    """
+    config = config or IsingEvalConfig()
+    beta = float(data.beta)
+    distances = config.response_distances or sorted({1, min(int(receptive_radius), config.r_max)})
+    n_y = max(config.learned_observations, config.score_observations)
+    sizes = list(sizes or data.eval_sizes)
+    rows, profiles = [], []
+    bar = tqdm(total=len(sizes) * len(config.probe_sigmas), desc="Ising size extrapolation", disable=not progress)
+    with torch.inference_mode(False), torch.no_grad():  # the Jacobians enable grad locally
+        for L in sizes:
+            spins = data.eval_batch(L, n_y, seed=config.seed)["x0"]
+            for k, sigma in enumerate(config.probe_sigmas):
+                row, profile = _ising_row(score, spins, beta, L, k, sigma, config, distances, progress)
+                rows.append(row)
+                profiles.append(profile)
+                bar.update()
+    bar.close()
+    keys = [k for k in rows[0] if k not in ("L", "sigma")]
+    return {"target": "ising", "target_name": "Ising", "beta": beta, "metric_keys": keys,
+            "rows": rows, "profiles": profiles}

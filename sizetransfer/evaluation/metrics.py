@@ -1,8 +1,13 @@
-"""Size-extrapolation metrics (DESIGN.md section 7), plain torch.
+"""Size-extrapolation metrics, plain torch (definitions and equation numbers: docs/metrics.md).
 
 Score functions are callables ``score_fn(x) -> score`` with x, score (n, C, *lattice) — bind σ
-(and conditioning) beforehand, e.g. ``lambda x: student(x, sigma.expand(len(x)))``. Every score
-function must treat the samples of a batch independently (all students and teachers here do).
+(and conditioning) beforehand, e.g. ``lambda x: student(x, sigma.expand(len(x)))`` or
+:func:`~sizetransfer.evaluation.score.bind_score`. Every score function must treat the samples of a
+batch independently (all students and teachers here do).
+
+Response profiles come in two kinds, each with its own name: :func:`absolute_response_profile`
+(Σ |∂s_i/∂x_j| over a shell, the FDLF diagnostic of Eq. 5) and :func:`signed_response_profile`
+(Σ ∂s_i/∂x_j, the Ising boundary response of Eq. 22).
 """
 from __future__ import annotations
 
@@ -104,18 +109,13 @@ def response_relative_error(student: torch.Tensor, teacher: torch.Tensor) -> tor
     return (student - teacher).norm() / teacher.norm()
 
 
-def score_response_profile(score_fn: ScoreFn, x: torch.Tensor, site, r_max: int, *,
-                           periodic: bool = True, absolute: bool = True,
-                           mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Response profile ρ(r) = Σ_{j: d∞(i,j)=r} ∂s_i/∂x_j (|·| if ``absolute``) of any score function.
+def _response_profile(score_fn: ScoreFn, x: torch.Tensor, site, r_max: int, *, periodic: bool,
+                      absolute: bool, mask: torch.Tensor | None) -> torch.Tensor:
+    """Shell sums of the Jacobian row of ``score_fn`` at ``site``, |entries| if ``absolute``.
 
     The Jacobian row of site i comes from one backward pass per channel of s_i summed over the
     batch (samples are independent; ``score_fn`` is called once, on the whole batch x); with C
-    channels the entries Σ_{c,c'} |∂s_{i,c}/∂x_{j,c'}| (signed: the plain sum) are shell-summed.
-    x: (n, C, *lattice); site: one site (a coordinate tuple) shared by all samples, or per-sample
-    sites (n, d) (an integer tensor or nested sequence); ``mask`` (n, 1, *lattice): only the
-    columns j with mask 1 count (open boxes: occupied sites — the score is a function of the
-    occupied coordinates only). Returns (n, r_max + 1), r = 0 being the diagonal.
+    channels the entries Σ_{c,c'} ∂s_{i,c}/∂x_{j,c'} (absolute: of their moduli) are shell-summed.
     """
     n, d = x.shape[0], x.dim() - 2
     sites = torch.as_tensor(site, dtype=torch.int64)
@@ -142,11 +142,31 @@ def score_response_profile(score_fn: ScoreFn, x: torch.Tensor, site, r_max: int,
                                  absolute=absolute) for b in range(n)])
 
 
+def absolute_response_profile(score_fn: ScoreFn, x: torch.Tensor, site, r_max: int, *, periodic: bool = True,
+                              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Absolute response profile ρ(r) = Σ_{j: d∞(i,j)=r} |∂s_i/∂x_j| of any score function (Eq. 5's terms).
+
+    x: (n, C, *lattice); site: one site (a coordinate tuple) shared by all samples, or per-sample
+    sites (n, d) (an integer tensor or nested sequence); ``mask`` (n, 1, *lattice): only the
+    columns j with mask 1 count (open boxes: occupied sites — the score is a function of the
+    occupied coordinates only). Returns (n, r_max + 1), r = 0 being the diagonal.
+    """
+    return _response_profile(score_fn, x, site, r_max, periodic=periodic, absolute=True, mask=mask)
+
+
+def signed_response_profile(score_fn: ScoreFn, x: torch.Tensor, site, r_max: int, *, periodic: bool = True,
+                            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Signed response profile ρ(r) = Σ_{j: d∞(i,j)=r} ∂s_i/∂x_j (the learned side of Eq. 22).
+
+    Arguments and shapes as :func:`absolute_response_profile`; r = 0 is the signed diagonal."""
+    return _response_profile(score_fn, x, site, r_max, periodic=periodic, absolute=False, mask=mask)
+
+
 def open_box_bulk(shape: Sequence[int], margin: int, *, device=None) -> torch.Tensor:
     """Boolean (*shape) indicator of the open-box sites farther than ``margin`` from the outside of
     the box: d∞(i, outside) = min_k min(i_k + 1, L_k − i_k) > margin, i.e. ``margin`` boundary layers
-    dropped (``margin`` 0: every site). DESIGN §7's bulk "distance > R from the boundary" is
-    ``margin = R``: the sites whose radius-R receptive field lies inside the box (a local student
+    dropped (``margin`` 0: every site). The open-box bulk of the RMSE (Eq. 16, "distance > R from the
+    boundary") is ``margin = R``: the sites whose radius-R receptive field lies inside the box (a local student
     there sees no zero padding). May be empty (all False) on small boxes."""
     if int(margin) < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")

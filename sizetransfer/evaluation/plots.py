@@ -1,8 +1,9 @@
-"""Figures of one size-extrapolation evaluation (matplotlib ``Figure`` API: no pyplot, any backend).
+"""Figures of one evaluation (matplotlib ``Figure`` API: no pyplot, any backend).
 
-Both functions take the plain ``results`` dict built by ``SizeExtrapolationCallback`` (also the
-content of ``metrics.json``): ``results["rows"]`` is a list of flat metric dicts (one per L, or
-per (L, σ) for the Ising target) and ``results["profiles"]`` a list of response profiles.
+Each function takes the plain ``results`` dict of an evaluation (the content of ``metrics.json`` /
+``generation.json``, see docs/outputs.md): ``results["rows"]`` is a list of flat metric dicts (one
+per L, or per (L, σ) for the Ising target), ``results["profiles"]`` a list of response profiles,
+``results["observables"]`` (generation) the local observables per L.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from matplotlib.ticker import NullFormatter
 FLOOR = 1e-12
 
 
-def _panels(n: int):
+def _panels(n: int, size: tuple[float, float] = (4.2, 3.4)):
+    """A figure of n panels, at most 4 a row, each ``size`` inches; returns (figure, the n axes)."""
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -40,7 +42,7 @@ def plot_fdlf(results: dict[str, Any], path: str | os.PathLike) -> None:
     (log scale, receptive radius marked), then clean-score RMSE and response errors vs L.
 
     2D tori and 3D open boxes alike (open boxes: profiles at occupied near-centre probes over
-    occupied columns, see the callback); metrics that are NaN at every L (e.g. an empty bulk) are
+    occupied columns, see :mod:`sizetransfer.evaluation.fdlf`); metrics that are NaN at every L (e.g. an empty bulk) are
     left out of the last panel, NaN points elsewhere are not drawn."""
     profiles, rows = results["profiles"], results["rows"]
     fig, axes = _panels(len(profiles) + 1)
@@ -99,6 +101,31 @@ def plot_ising(results: dict[str, Any], path: str | os.PathLike) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
     _save(fig, path, f"Ising β = {results['beta']:.6g} — step {results['step']}")
+
+
+def plot_generation(results: dict[str, Any], path) -> None:
+    """Figure: per L, each local observable of the generated vs the teacher samples (channel 0);
+    last panel: MAE and teacher noise floor vs L."""
+    entries = results["observables"]
+    fig, axes = _panels(len(entries) + 1, size=(4.6, 3.6))
+    for ax, entry in zip(axes, entries):
+        keys = list(entry["teacher"])
+        pos = np.arange(len(keys))
+        ax.bar(pos - 0.2, [entry["teacher"][k][0] for k in keys], 0.4, label="teacher")
+        ax.bar(pos + 0.2, [entry["generated"][k][0] for k in keys], 0.4, label="generated")
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xticks(pos, keys, rotation=35, ha="right", fontsize=8)
+        ax.set(title=f"L = {entry['L']}", ylabel="observable")
+        ax.legend(fontsize=8)
+    ax = axes[len(entries)]
+    sizes = [row["L"] for row in results["rows"]]
+    ax.plot(sizes, [row["mae"] for row in results["rows"]], "o-", label="student MAE")
+    ax.plot(sizes, [row["teacher_floor"] for row in results["rows"]], "s--", label="teacher floor")
+    ax.set(title=f"{results['target_name']}, step {results['step']}", xlabel="L", ylabel="local-observable MAE")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
 
 
 def _save(fig, path, title: str) -> None:

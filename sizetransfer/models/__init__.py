@@ -1,4 +1,6 @@
 """Local students (plain torch)."""
-from .local_cnn import EDMPrecond, LocalCNN, LocalScoreCNN, ResidualBlock
+from .local_cnn import FiLM, LocalCNN, LocalScoreCNN, PreActConv, ResidualBlock, SiteNorm
+from .precond import EDMCoefficients, EDMPrecond, edm_coefficients
 
-__all__ = ["LocalScoreCNN", "LocalCNN", "EDMPrecond", "ResidualBlock"]
+__all__ = ["LocalScoreCNN", "LocalCNN", "EDMPrecond", "EDMCoefficients", "edm_coefficients", "ResidualBlock",
+           "PreActConv", "SiteNorm", "FiLM"]

@@ -156,7 +156,7 @@ class MeanMode(nn.Module):
     """Global mean mode M(y) = y + (a − 1)(m(y) − μ₀) 1, m = site mean, a = κ L^{d/2} / c₀.
 
     c₀ = √(N Var m(y)) and μ₀ = E m(y) are constants of the field before M, measured once when the
-    teacher is built (the centring by μ₀ keeps E x size-uniform; DESIGN's M has μ₀ = 0). Then m(x)
+    teacher is built (the centring by μ₀ keeps E x size-uniform; the paper's M has μ₀ = 0). Then m(x)
     has standard deviation κ at every L. log|det ∂M/∂y| = log a.
     """
 
@@ -180,7 +180,7 @@ class MeanMode(nn.Module):
 
 @dataclass(frozen=True)
 class FDLFConfig:
-    """Construction of one FDLF family (paper Appendix C, DESIGN.md section 5)."""
+    """Construction of one FDLF family (paper Appendix B.2; docs/teachers.md)."""
 
     key: str
     pre_depth: int              # T_pre: affine coupling pairs
@@ -197,7 +197,7 @@ class FDLFConfig:
     kappa: float = 0.2          # std of the global offset when mean_mode
 
 
-# complex_long: α 0.09 and g 0.15 instead of DESIGN's prototype 0.08 and 0.3, which gave a tail
+# complex_long: α 0.09 and g 0.15 instead of a prototype's 0.08 and 0.3, which gave a tail
 # beyond 8 of only 0.25–0.28 at L = 64 with these conditioner draws (now 0.28–0.30, α·ΣK = 0.85).
 FAMILIES: dict[str, FDLFConfig] = {
     "simple_local": FDLFConfig("simple_local", pre_depth=1, flow_depth=1, gain=0.3),

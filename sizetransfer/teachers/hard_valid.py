@@ -282,7 +282,7 @@ class AdditiveSmoother(nn.Module):
 
 @dataclass(frozen=True)
 class HardValidConfig:
-    """Construction of one hard-valid teacher (DESIGN.md section 5, paper Appendix B.1)."""
+    """Construction of one hard-valid teacher (paper Appendix B.1; docs/teachers.md)."""
 
     key: str
     channels: int = 2            # m, continuous dimension per site

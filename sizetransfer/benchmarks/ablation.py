@@ -1,0 +1,141 @@
+"""Training-recipe ablation (docs/training.md): ``python -m sizetransfer.benchmarks.ablation``.
+
+Each configuration trains a student on an exact teacher with the project's own pieces
+(:class:`~sizetransfer.models.LocalScoreCNN`, :class:`~sizetransfer.diffusion.VENoise`,
+:func:`~sizetransfer.diffusion.dsm_loss` / :func:`~sizetransfer.diffusion.exact_score_loss`, Adam with
+:func:`~sizetransfer.module.warmup_cosine`, the EMA of :func:`~sizetransfer.module.ema_multi_avg_fn`)
+in a plain torch loop — the step of ``ScoreModule`` without Lightning — on one thread, and reports the
+clean-score relative RMSE (Eq. 16) of the EMA student on 32 fixed teacher samples at σ = 0.05 and
+0.01, with the CPU seconds of training. Results are appended to a JSON-lines file, so a stopped
+ablation restarts where it stopped; the table (mean ± s.e.m. over seeds) is printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+#: The first recipe (issue 11's student and loop): no norm, one FiLM per block, log-uniform σ.
+FIRST_RECIPE = dict(teacher="simple_local", train_size=24, eval_size=24, batch_size=16, steps=1500, blocks=1,
+                    radius=None, width=64, emb_width=None, film="block", norm="none", lr=1e-3, warmup_steps=50,
+                    ema_decay=0.998, sigma_min=0.01, sigma_max=1.0, sigma_distribution="log_uniform",
+                    sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm")
+
+#: The prototype student of the students issue: site norm, FiLM before every conv, zero-init output.
+STUDENT = dict(film="conv", norm="site")
+
+#: Named configurations: overrides of FIRST_RECIPE, each lever alone (on top of the student) and combined.
+CONFIGS = {
+    "first recipe": {},
+    "student: site norm, FiLM before every conv, zero-init output": STUDENT,
+    "student + 128-wide noise embedding": {**STUDENT, "emb_width": 128},
+    "student + log-normal σ (centre 0.05, log-std 1)": {**STUDENT, "sigma_distribution": "log_normal",
+                                                         "sigma_center": 0.05},
+    "student + lr 3e-3": {**STUDENT, "lr": 3e-3},
+    "student + batch 32 (2x data and compute)": {**STUDENT, "batch_size": 32},
+    "student + antithetic ε/−ε pairs (2x compute)": {**STUDENT, "antithetic": True},
+    "student + 4500 steps (3x compute)": {**STUDENT, "steps": 4500},
+    "recipe: student + emb 128 + lr 3e-3 + antithetic, 1500 steps": {**STUDENT, "emb_width": 128, "lr": 3e-3,
+                                                                     "antithetic": True},
+    "recipe, 3000 steps (the shipped budget)": {**STUDENT, "emb_width": 128, "lr": 3e-3, "antithetic": True,
+                                                "steps": 3000},
+    "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
+    "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
+}
+
+
+def train_and_score(options: dict, seed: int) -> dict:
+    """Train one configuration (FIRST_RECIPE updated by ``options``) with ``seed``; returns its row."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from sizetransfer.diffusion import VENoise, dsm_loss, exact_score_loss
+    from sizetransfer.models import LocalScoreCNN
+    from sizetransfer.module import ema_multi_avg_fn, warmup_cosine
+    from sizetransfer.teachers import make_teacher
+
+    o = {**FIRST_RECIPE, **options}
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    teacher = make_teacher(o["teacher"], seed=0)
+    model = LocalScoreCNN(blocks=o["blocks"], width=o["width"], radius=o["radius"], film=o["film"], norm=o["norm"],
+                          emb_width=o["emb_width"])
+    ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(o["ema_decay"], True), use_buffers=True)
+    noise = VENoise(o["sigma_min"], o["sigma_max"], o["sigma_distribution"], o["sigma_center"], o["sigma_log_std"])
+    opt = torch.optim.Adam(model.parameters(), lr=o["lr"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(o["warmup_steps"], o["steps"]))
+    noise_gen, data_gen = torch.Generator().manual_seed(1000 + seed), torch.Generator().manual_seed(2000 + seed)
+    start = time.process_time()
+    for _ in range(o["steps"]):
+        x0 = teacher.sample(o["batch_size"], o["train_size"], generator=data_gen)
+        if o["objective"] == "exact_score":
+            loss, _, _ = exact_score_loss(model, x0.float(), teacher.score(x0).float(), noise, generator=noise_gen)
+        else:
+            loss, _, _ = dsm_loss(model, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update_parameters(model)
+    cpu_s = time.process_time() - start
+    x = teacher.sample(32, o["eval_size"], generator=torch.Generator().manual_seed(12345))
+    ref = teacher.score(x)
+    row = {"options": options, "seed": seed, "cpu_s": round(cpu_s, 1)}
+    with torch.no_grad():
+        for sigma in (0.05, 0.01):
+            s = torch.cat([ema.module(x[i:i + 8].float(), torch.tensor(sigma)).double() for i in range(0, 32, 8)])
+            row[f"rmse_{sigma}"] = float(((s - ref).square().sum() / ref.square().sum()).sqrt())
+    return row
+
+
+def _key(options: dict, seed: int) -> str:
+    return json.dumps({"options": options, "seed": seed}, sort_keys=True)
+
+
+def table(rows: list[dict], configs: dict) -> str:
+    """Markdown table: one line per configuration, mean ± s.e.m. over its seeds."""
+    lines = ["| configuration | RMSE σ = 0.05 | RMSE σ = 0.01 | seeds | CPU-s per run |", "|---|---|---|---|---|"]
+    for name, options in configs.items():
+        mine = [r for r in rows if r["options"] == options]
+        if not mine:
+            continue
+        cells = []
+        for key in ("rmse_0.05", "rmse_0.01"):
+            v = torch.tensor([r[key] for r in mine], dtype=torch.float64)
+            sem = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+            cells.append(f"{float(v.mean()):.3f} ± {sem:.3f}" if len(v) > 1 else f"{float(v.mean()):.3f}")
+        cpu = sum(r["cpu_s"] for r in mine) / len(mine)
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {len(mine)} | {cpu:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sizetransfer.benchmarks.ablation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="*", default=list(CONFIGS), help="names of CONFIGS to run (default: all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--jobs", type=int, default=1, help="configurations trained in parallel (one thread each)")
+    p.add_argument("--out", type=Path, default=Path("runs/ablation.jsonl"), help="JSON-lines results (appended)")
+    args = p.parse_args(argv)
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"--configs: unknown {unknown}; known: {list(CONFIGS)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
+    have = {_key(r["options"], r["seed"]) for r in done}
+    todo = [(CONFIGS[c], s) for c in args.configs for s in args.seeds if _key(CONFIGS[c], s) not in have]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for row in pool.map(train_and_score, *zip(*todo)) if todo else ():
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done.append(row)
+            print(json.dumps(row), flush=True)
+    print(table(done, {c: CONFIGS[c] for c in args.configs}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,4 @@
+"""``python -m sizetransfer.sweep``."""
+from sizetransfer.sweep import cli
+
+cli()
