@@ -13,6 +13,9 @@ def main(argv=None) -> None:
     p.add_argument("what", nargs="?", default="all", choices=["teachers", "training", "recipe", "all"])
     p.add_argument("--quick", action="store_true", help="short runs (smoke test of the bench itself)")
     args = p.parse_args(argv)
+    from sizetransfer.fit import quiet_libraries
+
+    quiet_libraries()
     if args.what in ("teachers", "all"):
         from sizetransfer.benchmarks.teachers import run as run_teachers
 
