@@ -28,6 +28,7 @@ def _relative_error(module, teacher, sigma):
     return float(((s - ref).square().sum() / ref.square().sum()).sqrt())
 
 
+@pytest.mark.slow
 def test_oracle_objective_reaches_the_exact_gaussian_score():
     """300 steps of exact-score regression bring a radius-4 student within 12% of the Gaussian teacher's
     exact score −C⁻¹x at σ = 0.05 (measured 0.066; 300 DSM steps reach 0.19, the untrained student ≥ 0.3)."""
@@ -88,6 +89,7 @@ def test_student_options_reach_the_student():
     assert module.receptive_radius == 4 and module.student.net.noise_embed[0].out_features == 16
 
 
+@pytest.mark.slow
 def test_recipe_bench_quick(capsys):
     """``python -m sizetransfer.bench recipe --quick`` trains the shipped recipe briefly and prints the
     closed-form comparison (the full run is the benchmark, not a test)."""
