@@ -55,13 +55,7 @@ def resolve_target(target, train_size: int | None, *, teacher_seed: int = 0):
     elif hasattr(target, "eval_batch"):
         train_size = train_size if train_size is not None else getattr(target, "train_size", None)
         if evaluation_target(target) == "ising":
-            if train_size is None:
-                raise ValueError("train_size: give the lattice size L the model was trained at")
-            try:
-                target.check_size(int(train_size))
-            except ValueError as err:
-                raise ValueError(f"train_size = {train_size}: {err}") from None
-            return target, int(train_size)
+            return target, _checked_train_size(target, train_size)
         data, teacher = target, target.teacher
     elif hasattr(target, "score") and hasattr(target, "response_profile"):
         data, teacher = None, target
@@ -71,15 +65,21 @@ def resolve_target(target, train_size: int | None, *, teacher_seed: int = 0):
     if not getattr(teacher, "periodic", True):
         raise ValueError(f"target: open-box teacher {getattr(teacher, 'key', teacher)!r} is not supported by "
                          "diagnose yet (periodic teachers only)")
+    train_size = _checked_train_size(teacher, train_size)
+    if data is None:
+        data = TeacherData(teacher, train_size)
+    return data, train_size
+
+
+def _checked_train_size(target, train_size) -> int:
+    """``int(train_size)``, or a one-line ValueError if it is missing or ``target.check_size`` refuses it."""
     if train_size is None:
         raise ValueError("train_size: give the lattice size L the model was trained at")
     try:
-        teacher.check_size(int(train_size))
+        target.check_size(int(train_size))
     except ValueError as err:
         raise ValueError(f"train_size = {train_size}: {err}") from None
-    if data is None:
-        data = TeacherData(teacher, int(train_size))
-    return data, int(train_size)
+    return int(train_size)
 
 
 def _takes_cond(fn) -> bool:

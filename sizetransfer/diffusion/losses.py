@@ -20,14 +20,9 @@ def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Ten
     since −ε ~ N(0, I) too). The O(σ) noise term of the gradient, ε ∂_θ s_θ, then cancels between
     the pair to first order in σ, which removes most of DSM's variance at low σ (docs/training.md).
     Returns ``(loss, per_sample, sigma)``: the scalar loss (sum over the batch of masked squared
-    errors / number of masked entries), the (n,) per-sample mean and the (n,) σ used.
+    errors / number of masked entries), the per-sample mean and the σ used ((n,), or (2n,) when antithetic).
     """
-    n = x0.shape[0]
-    if sigma is None:
-        sigma = noise_process.sample_sigma(n, generator=generator, device=x0.device, dtype=x0.dtype)
-    else:
-        sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
-        sigma = sigma.expand(n) if sigma.dim() == 0 else sigma  # other shapes: ValueError in perturb
+    sigma = _noise_levels(x0, noise_process, sigma, generator)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     if antithetic:
         x0, sigma, eps = torch.cat([x0, x0]), torch.cat([sigma, sigma]), torch.cat([eps, -eps])
@@ -51,13 +46,18 @@ def exact_score_loss(model, x0: torch.Tensor, score: torch.Tensor, noise_process
     σ_eval is what a student of this radius can reach (the range-limited floor; docs/training.md).
     mask, sigma and the return value ``(loss, per_sample, sigma)`` as in :func:`dsm_loss`.
     """
+    sigma = _noise_levels(x0, noise_process, sigma, generator)
+    return _masked_mean((model(x0, sigma, cond) - score.to(x0.dtype)).square(), mask, sigma)
+
+
+def _noise_levels(x0, noise_process: VENoise, sigma, generator) -> torch.Tensor:
+    """(n,) σ: drawn from ``noise_process`` when ``sigma`` is None, else ``sigma`` (a scalar is expanded;
+    other shapes fail in ``perturb``/``expand_sigma``)."""
     n = x0.shape[0]
     if sigma is None:
-        sigma = noise_process.sample_sigma(n, generator=generator, device=x0.device, dtype=x0.dtype)
-    else:
-        sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
-        sigma = sigma.expand(n) if sigma.dim() == 0 else sigma
-    return _masked_mean((model(x0, sigma, cond) - score.to(x0.dtype)).square(), mask, sigma)
+        return noise_process.sample_sigma(n, generator=generator, device=x0.device, dtype=x0.dtype)
+    sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
+    return sigma.expand(n) if sigma.dim() == 0 else sigma
 
 
 def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None, sigma: torch.Tensor):
