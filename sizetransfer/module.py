@@ -85,6 +85,11 @@ class ScoreModule(pl.LightningModule):
             convs are 3^d, the others 1^d (:class:`~sizetransfer.models.LocalCNN`).
         antithetic: DSM with antithetic noise pairs (ε, −ε) per sample (:func:`~sizetransfer.diffusion.dsm_loss`).
         mlp_ratio: per-site MLP of width ``mlp_ratio * width`` after each block (0: none; radius unchanged).
+        global_features: k intensive lattice-mean features broadcast back as a FiLM after the input conv
+            and every block (0: the local student; k > 0: the remedy student of docs/method.md, not local,
+            ``receptive_radius`` is then its convolutions' radius; periodic lattices only).
+        dilations: one dilation per conv (2 * blocks + 2 of them, all 3^d; ``radius`` unset): receptive
+            radius their sum, e.g. [1, 2, 4, 4] gives R = 11 at B = 1 (``None``: undilated).
         film, norm, emb_width: student layout: ``film="conv"`` (FiLM before every conv, zero-initialised
             output) or ``"block"`` (the first recipe's student); ``norm="site"`` (per-site channel norm)
             or ``"none"``; width of the noise embedding (``None``: ``width``).
@@ -101,7 +106,7 @@ class ScoreModule(pl.LightningModule):
                  radius: int | None = None, film: str = "conv", norm: str = "site", emb_width: int | None = None,
                  objective: str = "dsm", sigma_distribution: str = "log_uniform",
                  sigma_center: float | None = None, sigma_log_std: float = 1.0, antithetic: bool = False,
-                 mlp_ratio: int = 0):
+                 mlp_ratio: int = 0, global_features: int = 0, dilations: list[int] | None = None):
         super().__init__()
         self.save_hyperparameters()
         if objective not in OBJECTIVES:
@@ -119,7 +124,8 @@ class ScoreModule(pl.LightningModule):
         try:
             self.student = LocalScoreCNN(blocks, width, dim, periodic, in_channels, in_channels, cond_channels,
                                          sigma_data, radius=radius, film=film, norm=norm, emb_width=emb_width,
-                                         mlp_ratio=mlp_ratio)
+                                         mlp_ratio=mlp_ratio, global_features=global_features,
+                                         dilations=dilations)
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
         # EMA inside the module (not Lightning's WeightAveraging callback, which swaps weights only around
@@ -143,8 +149,13 @@ class ScoreModule(pl.LightningModule):
     # ------------------------------------------------------------------ public API
     @property
     def receptive_radius(self) -> int:
-        """Chebyshev receptive radius R = 2 * blocks + 2 of the student."""
+        """Chebyshev receptive radius R (2 * blocks + 2, or ``radius``) of the student's convolutions."""
         return self.student.receptive_radius
+
+    @property
+    def is_local(self) -> bool:
+        """False for the remedy student (``global_features`` > 0): it also sees lattice means."""
+        return self.student.is_local
 
     @property
     def geometry(self) -> dict:
@@ -181,8 +192,10 @@ class ScoreModule(pl.LightningModule):
         L = getattr(datamodule, "train_size", None)
         if L is not None and self.hparams.periodic and 2 * self.receptive_radius >= L:
             option = f"data.{getattr(datamodule, 'size_option', 'train_size')}"
-            raise ValueError(f"model.blocks={self.hparams.blocks} gives receptive radius 2*blocks+2 = "
-                             f"{self.receptive_radius}, which must be < {option}/2 = {L / 2:g}: "
+            source = (f"model.dilations={list(self.hparams.dilations)} give receptive radius sum(dilations) = "
+                      if self.hparams.get("dilations") else
+                      f"model.blocks={self.hparams.blocks} gives receptive radius 2*blocks+2 = ")
+            raise ValueError(f"{source}{self.receptive_radius}, which must be < {option}/2 = {L / 2:g}: "
                              f"use fewer blocks or a larger {option}")
         if max_steps is None or max_steps <= 0:
             raise ValueError(f"trainer.max_steps must be a positive number of steps (the data stream is "

@@ -53,8 +53,10 @@ def describe_training(model, datamodule, *, steps: int, wall_s: float, resumed_f
     """One paragraph: student, target, training size, steps and time."""
     hp = model.hparams
     blocks = hp.get("blocks")
-    student = (f"a local score model (CNN, {blocks} block{'s' if blocks != 1 else ''}, width {hp.get('width')}, receptive "
-               f"radius R = {model.receptive_radius} sites)")
+    k = int(hp.get("global_features") or 0)
+    student = (f"a {'local ' if not k else ''}score model (CNN, {blocks} block{'s' if blocks != 1 else ''}, width "
+               f"{hp.get('width')}, receptive radius R = {model.receptive_radius} sites"
+               + (f", plus {k} global lattice-mean features: not local)" if k else ")"))
     L = getattr(datamodule, "train_size", None)
     if hasattr(datamodule, "beta"):
         import ising

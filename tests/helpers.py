@@ -49,3 +49,25 @@ def randomise_zero_init(model, seed: int = 7):
             if not p.any():
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
     return model
+
+
+def fake_run(tmp_path, teacher="simple_local", name="run", **model):
+    """A run directory with config.yaml and checkpoints/last.ckpt of an untrained small student (blocks 1, width 8
+    unless ``model`` says otherwise) of an FDLF ``teacher`` at train_size 24."""
+    import yaml
+
+    from sizetransfer.module import ScoreModule
+
+    torch.manual_seed(0)
+    module = ScoreModule(**{"blocks": 1, "width": 8, **model})
+    run = tmp_path / name
+    (run / "checkpoints").mkdir(parents=True)
+    cfg = {"model": {"blocks": 1, "width": 8},
+           "data": {"class_path": "sizetransfer.data.FDLFDataModule",
+                    "init_args": {"teacher": teacher, "train_size": 24, "eval_sizes": [24, 32]}},
+           "evaluation": {"sigma_eval": 0.05, "near": [1, 2], "far": [5, 8], "n_samples": 4}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0,
+            "noise_seed": 0, "pytorch-lightning_version": "2.6.0"}
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    return run

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import sizetransfer.diagnose
+from helpers import fake_run as _fake_run
 from helpers import wandb_summary
 from sizetransfer.diagnose import DiagnoseConfig
 from sizetransfer.diagnose.__main__ import main as cli_main
@@ -156,25 +156,6 @@ def test_bad_input_is_one_line_before_any_output(tmp_path, kwargs, message):
         sizetransfer.diagnose(config=SMALL, out=out, **kwargs)
     assert "\n" not in str(err.value)
     assert not out.exists()
-
-
-def _fake_run(tmp_path, teacher="simple_local", name="run", **model):
-    """A run directory with config.yaml and checkpoints/last.ckpt of an untrained small student."""
-    from sizetransfer.module import ScoreModule
-
-    torch.manual_seed(0)
-    module = ScoreModule(**{"blocks": 1, "width": 8, **model})
-    run = tmp_path / name
-    (run / "checkpoints").mkdir(parents=True)
-    cfg = {"model": {"blocks": 1, "width": 8},
-           "data": {"class_path": "sizetransfer.data.FDLFDataModule",
-                    "init_args": {"teacher": teacher, "train_size": 24, "eval_sizes": [24, 32]}},
-           "evaluation": {"sigma_eval": 0.05, "near": [1, 2], "far": [5, 8], "n_samples": 4}}
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0,
-            "noise_seed": 0, "pytorch-lightning_version": "2.6.0"}
-    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
-    return run
 
 
 def test_cli_writes_the_diagnosis_into_the_run_directory_and_its_wandb_run(tmp_path, capsys, monkeypatch):

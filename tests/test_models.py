@@ -44,11 +44,15 @@ def _chebyshev(shape, site, periodic):
                                                     (2, 2, False, {"radius": 2}), (1, 2, True, {"film": "block"}),
                                                     (2, 2, True, {"film": "block", "norm": "none", "radius": 3}),
                                                     (1, 2, True, {"mlp_ratio": 2}),
-                                                    (3, 2, True, {"radius": 4, "mlp_ratio": 2})])
+                                                    (3, 2, True, {"radius": 4, "mlp_ratio": 2}),
+                                                    (1, 2, True, {"dilations": [1, 2, 4, 4]}),
+                                                    (1, 2, False, {"dilations": [2, 1, 3, 1]}),
+                                                    (2, 2, True, {"dilations": [1, 1, 2, 2, 3, 1], "film": "block"})])
 def test_receptive_radius_is_exact(blocks, dim, periodic, kw):
+    """Dilated convs too: the support is the whole Chebyshev ball of radius Σ d (no gaps), nothing beyond."""
     model = _model(blocks, dim, periodic, **kw)
     R = model.receptive_radius
-    assert R == kw.get("radius", 2 * blocks + 2)
+    assert R == (sum(kw["dilations"]) if "dilations" in kw else kw.get("radius", 2 * blocks + 2))
     L = 2 * R + 3  # distance R + 1 exists in both directions on the torus
     x = torch.randn((1, 1) + (L,) * dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.7], dtype=torch.float64)
@@ -166,7 +170,11 @@ def test_edm_preconditioning_formulas():
                                          ({"blocks": 1, "radius": 5}, "radius"), ({"radius": 0}, "radius"),
                                          ({"film": "all"}, "film"), ({"norm": "group"}, "norm"),
                                          ({"emb_width": 0}, "emb_width"), ({"mlp_ratio": -1}, "mlp_ratio"),
-                                         ({"film": "block", "mlp_ratio": 2}, "mlp_ratio")])
+                                         ({"film": "block", "mlp_ratio": 2}, "mlp_ratio"),
+                                         ({"dilations": [1, 2, 4]}, "dilations"),
+                                         ({"dilations": [1, 0, 1, 1]}, "dilations"),
+                                         ({"dilations": [2, 2, 2, 2]}, "leave offsets"),
+                                         ({"dilations": [1, 1, 1, 1], "radius": 3}, "dilations and radius")])
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         LocalScoreCNN(**kwargs)

@@ -101,3 +101,17 @@ def test_recipe_bench_quick(capsys):
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [float(r[0]) for r in rows] == [0.5, 0.2, 0.05, 0.01]
     assert all(0 < float(r[1]) < 10 for r in rows)
+
+
+def test_student_bench_table(capsys):
+    """``python -m sizetransfer.bench training`` prints the student's CPU step against the var_mean
+    SiteNorm baseline, and that baseline is the same function as SiteNorm."""
+    from sizetransfer.benchmarks.training import _var_mean_site_norm, student_table
+    from sizetransfer.models import SiteNorm
+
+    h = torch.randn(3, 16, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(SiteNorm()(h), _var_mean_site_norm(h), rtol=1e-12, atol=1e-12)
+    rows = student_table(repeats=1)
+    assert [r["what"] for r in rows] == ["site norm", "student step B=1"]
+    assert all(r["baseline"] > 0 and r["now"] > 0 for r in rows)
+    assert "speed-up" in capsys.readouterr().out

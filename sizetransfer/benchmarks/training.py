@@ -7,7 +7,8 @@ Adam, cosine LambdaLR, EMA update. Lightning runs without logger, checkpointing,
 progress bar. The two are timed in alternation (``rounds`` times) and steps/s is 1 / the median step
 period (start of a batch to the start of the next), so that load from other processes hits both
 alike and its spikes drop out. Overhead = plain steps/s / Lightning steps/s − 1 (target ≤ 10%);
-data margin = DataModule samples/s / (16 × Lightning steps/s) (target ≥ 2).
+data margin = DataModule samples/s / (16 × Lightning steps/s) (target ≥ 2). On CPU a third table
+times the default student's forward + backward against its first SiteNorm (``torch.var_mean``).
 """
 from __future__ import annotations
 
@@ -117,9 +118,55 @@ def data_table(consumption: float, n_batches: int = 20, workers: tuple[int, ...]
             print(f"{name:<26} {w:>7} {rate:>10.0f} {rate / consumption:>13.1f}x", flush=True)
 
 
+def _var_mean_site_norm(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The first SiteNorm: ``torch.var_mean`` over the channel axis (the same formula, the baseline)."""
+    var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
+    return (h - mean) * torch.rsqrt(var + eps)
+
+
+def _forward_backward_ms(fn, x: torch.Tensor, repeats: int) -> float:
+    for _ in range(2):
+        fn(x).square().mean().backward()
+    start = time.process_time()
+    for _ in range(repeats):
+        fn(x).square().mean().backward()
+    return (time.process_time() - start) / repeats * 1e3
+
+
+def student_table(repeats: int = 20) -> list[dict]:
+    """Print CPU ms of forward + backward: ``SiteNorm`` against the var_mean baseline on (32, 64, 24, 24)
+    (the recipe's antithetic batch at L = 24), and the default student (B = 1, width 64, emb 128) with
+    each norm. CPU time of this process, so load from other processes counts less than in wall time."""
+    from sizetransfer.models import LocalScoreCNN, SiteNorm
+    from sizetransfer.models import local_cnn
+
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(32, WIDTH, 24, 24, generator=gen, requires_grad=True)
+    x, sigma = torch.randn(32, 1, 24, 24, generator=gen), torch.rand(32, generator=gen) + 0.01
+    model = LocalScoreCNN(blocks=1, width=WIDTH, emb_width=128)
+    rows = [{"what": "site norm", "baseline": _forward_backward_ms(_var_mean_site_norm, h, repeats),
+             "now": _forward_backward_ms(SiteNorm(), h, repeats)}]
+    now = _forward_backward_ms(lambda z: model(z, sigma), x, repeats)
+    original = local_cnn.SiteNorm.forward
+    local_cnn.SiteNorm.forward = lambda self, z: _var_mean_site_norm(z, self.eps)
+    try:
+        baseline = _forward_backward_ms(lambda z: model(z, sigma), x, repeats)
+    finally:
+        local_cnn.SiteNorm.forward = original
+    rows.append({"what": "student step B=1", "baseline": baseline, "now": now})
+    print(f"\nstudent forward + backward, CPU ms, batch 32, L = 24, width {WIDTH}, torch threads "
+          f"{torch.get_num_threads()} (baseline: SiteNorm by torch.var_mean)")
+    print(f"{'':<18} {'var_mean':>9} {'now':>8} {'speed-up':>9}")
+    for r in rows:
+        print(f"{r['what']:<18} {r['baseline']:>9.1f} {r['now']:>8.1f} {r['baseline'] / r['now']:>8.2f}x", flush=True)
+    return rows
+
+
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     """Print both tables; returns the training rows. ``device``: "cpu" (the judged default) or "cuda".
     The consumption the data must keep up with is that of the fastest training row (B = 1)."""
     rows = training_table(device, *((10, 3, 1) if quick else (60, 10, 5)))
     data_table(BATCH * max(r["lightning"] for r in rows), *((5, (0,)) if quick else (20, (0, 1))))
+    if device == "cpu":
+        student_table(3 if quick else 20)
     return rows

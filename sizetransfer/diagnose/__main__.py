@@ -42,6 +42,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def checked_ckpt(path: str | Path) -> dict:
+    """The checkpoint at ``path`` (:func:`~sizetransfer.checkpoints.check_checkpoint`), its errors naming ``--ckpt``."""
+    from sizetransfer.checkpoints import check_checkpoint
+
+    try:
+        return check_checkpoint(path)
+    except ValueError as err:
+        raise ValueError(str(err).replace("ckpt_path:", "--ckpt:", 1)) from None
+
+
 def run_config(ckpt: Path) -> tuple[dict, Path | None]:
     """The run's config.yaml (``{}`` when the checkpoint is not in a run directory) and the run directory."""
     import yaml
@@ -74,6 +84,24 @@ def target_of(cfg: dict, args) -> tuple[str, int, list[int], int]:
     return key, int(train), list(init.get("eval_sizes") or []), int(init.get("teacher_seed", 0))
 
 
+def evaluation_data(cfg: dict, key: str, train: int, eval_sizes: list[int], teacher_seed: int):
+    """The evaluation data of the target ``key`` (from :func:`target_of`): an ``IsingDataModule`` built from the
+    run's ``data.init_args`` for ``"ising"``, else a :class:`~sizetransfer.diagnose.target.TeacherData` (the
+    same evaluation samples as the run's DataModule). One-line ValueError for a bad key or training size."""
+    if key == "ising":
+        from sizetransfer.data import IsingDataModule
+
+        init = dict((cfg.get("data") or {}).get("init_args") or {})
+        init["L"] = train
+        return IsingDataModule(**{k: v for k, v in init.items() if k in ("beta", "beta_over_beta_c", "L",
+                                                                          "eval_sizes", "algorithm")})
+    from sizetransfer.diagnose.target import TeacherData, resolve_target
+    from sizetransfer.teachers import make_teacher
+
+    resolve_target(key, train, teacher_seed=teacher_seed)  # a bad key or size fails before any loading
+    return TeacherData(make_teacher(key, seed=teacher_seed), train, eval_sizes)
+
+
 def train_oracle(run_dir: Path | None, out: Path, steps: int) -> Path:
     """Train the oracle control (the run's config, ``model.objective: exact_score``) and return its last.ckpt."""
     if run_dir is None:
@@ -94,13 +122,8 @@ def train_oracle(run_dir: Path | None, out: Path, steps: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        from sizetransfer.checkpoints import check_checkpoint
-
         ckpt = Path(args.ckpt)
-        try:
-            saved = check_checkpoint(ckpt)
-        except ValueError as err:
-            raise ValueError(str(err).replace("ckpt_path:", "--ckpt:", 1)) from None
+        saved = checked_ckpt(ckpt)
         if args.oracle_ckpt:
             from sizetransfer.diagnose.core import check_oracle
 
@@ -122,22 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
         import sizetransfer.diagnose as diag
         from sizetransfer.diagnose.core import plan
-        from sizetransfer.diagnose.target import TeacherData, resolve_target
-        from sizetransfer.teachers import make_teacher
 
         if key == "ising" and (args.oracle_ckpt or args.train_oracle is not None):
             raise ValueError("--oracle-ckpt/--train-oracle: the Ising target has no exact clean score, so there is "
                              "no oracle control")
-        if key == "ising":
-            from sizetransfer.data import IsingDataModule
-
-            init = dict(cfg["data"].get("init_args") or {})
-            init["L"] = train
-            data = IsingDataModule(**{k: v for k, v in init.items() if k in ("beta", "beta_over_beta_c", "L",
-                                                                              "eval_sizes", "algorithm")})
-        else:
-            resolve_target(key, train, teacher_seed=teacher_seed)  # a bad key or size fails before any loading
-            data = TeacherData(make_teacher(key, seed=teacher_seed), train, eval_sizes)
+        data = evaluation_data(cfg, key, train, eval_sizes, teacher_seed)
         plan(data, train, args.sizes, config)  # every size checked before the oracle is trained
         oracle = args.oracle_ckpt
         if args.train_oracle is not None:
@@ -145,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         student = diag.load_student(ckpt)
         d = diag.diagnose(student, data, train_size=train, sizes=args.sizes, oracle=oracle, config=config,
                           out=out, progress=not args.no_progress, teacher_seed=teacher_seed,
-                          name=f"{ckpt} (step {saved['global_step']}, receptive radius {student.receptive_radius})")
+                          name=f"{ckpt} (step {saved['global_step']}, receptive radius {student.receptive_radius}"
+                               + ("" if student.is_local else f" plus {student.hparams.global_features} global "
+                                                                "features") + ")")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from sizetransfer.diagnose.config import DiagnoseConfig
-from sizetransfer.evaluation.ising_eval import exact_response_cached, learned_response_profile, noisy_observations
+from sizetransfer.evaluation.ising_eval import (exact_response_cached, learned_response_profile, noisy_observations,
+                                                shell_response_error)
 from sizetransfer.evaluation.metrics import clean_score_rmse, response_relative_error
 from sizetransfer.evaluation.score import ScoreFn, bind_score
 from sizetransfer.lattice import response_range
@@ -71,8 +72,7 @@ def ising_row(score: ScoreFn, data, L: int, r_max: int, config: DiagnoseConfig) 
     row: dict[str, Any] = {"L": L, "rmse": float(clean_score_rmse(model, target)),
                            "rmse_se": float(np.std(per, ddof=1) / math.sqrt(n)) if n > 1 else math.nan}
     for name, (r_in, r_out) in (("near", config.near), ("far", config.far)):
-        row[f"{name}_response_error"] = float(response_relative_error(torch.from_numpy(learned[r_in:r_out + 1]),
-                                                                      torch.from_numpy(exact[r_in:r_out + 1])))
+        row[f"{name}_response_error"] = shell_response_error(learned, exact, r_in, r_out)
     row["response_profile_error"] = float(response_relative_error(torch.from_numpy(learned[1:]),
                                                                   torch.from_numpy(exact[1:])))
     row["response_range_student"] = int(response_range(torch.from_numpy(learned_abs), config.q))

@@ -122,6 +122,8 @@ def as_model_score(score_fn) -> ScoreFn:
 
 
 def declared_radius(score_fn) -> int | None:
-    """The receptive radius a model declares (``receptive_radius``), or None."""
+    """The receptive radius a model declares (``receptive_radius``), or None — also for a model that declares
+    itself non-local (``is_local`` False, e.g. a student with global features: its convolutions' radius is
+    not its range, so the verdict uses its measured support)."""
     r = getattr(score_fn, "receptive_radius", None)
-    return None if r is None else int(r)
+    return None if r is None or not getattr(score_fn, "is_local", True) else int(r)

@@ -185,8 +185,10 @@ class SizeExtrapolationCallback(_EvaluationCallback):
             dm.check_model(pl_module)
         radius = getattr(pl_module, "receptive_radius", None)
         if target == "fdlf" and radius is not None and self.fdlf.far[0] > radius:
+            exact = getattr(pl_module, "is_local", True)  # global features: an O(1/N) response at every distance
             rank_zero_warn(f"far region {self.fdlf.far} lies beyond the student's receptive radius R = {radius}: "
-                           "its far response is exactly 0, so far_response_error = 1 by construction")
+                           f"its far response is {'exactly 0' if exact else 'only its global features O(1/N) one'}, "
+                           f"so far_response_error = 1 {'by construction' if exact else 'or close to it'}")
         for L in self._sizes(dm):
             if target == "fdlf":
                 self.fdlf.check_size(dm.teacher, L)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from sizetransfer.evaluation.metrics import (
     absolute_response_profile,
-    clean_score_rmse,
+    clean_score_sums,
     finite_difference_response,
     open_box_bulk,
     response_relative_error,
@@ -81,6 +81,9 @@ class FDLFEvalConfig:
         q: tail level of the response range R_q.
         bulk_margin: open boxes: the RMSE counts occupied sites farther than this from the outside of
             the box; ``None``: the receptive radius R. Torus: ignored.
+        chunk_sites: memory bound: scores, responses and profiles are computed on chunks of
+            max(1, chunk_sites // L^d) samples at a time (at least one whole sample); the results equal
+            the unchunked ones up to round-off. Not an ``evaluation.*`` key.
     """
 
     n_samples: int = 16
@@ -93,10 +96,11 @@ class FDLFEvalConfig:
     response_samples: int = 4
     q: float = 0.05
     bulk_margin: int | None = None
+    chunk_sites: int = 2 ** 18
 
     def __post_init__(self) -> None:
         check_at_least(n_samples=(self.n_samples, 1), seed=(self.seed, 0), n_probes=(self.n_probes, 1),
-                       response_samples=(self.response_samples, 1))
+                       response_samples=(self.response_samples, 1), chunk_sites=(self.chunk_sites, 1))
         if self.response_samples > self.n_samples:
             raise ValueError(f"response_samples must be in [1, n_samples={self.n_samples}], got {self.response_samples}")
         if not self.sigma_eval > 0:
@@ -115,6 +119,12 @@ class FDLFEvalConfig:
         self.response_samples, self.sigma_eval = int(self.response_samples), float(self.sigma_eval)
         self.fd_epsilon, self.q = float(self.fd_epsilon), float(self.q)
         self.bulk_margin = None if m is None else int(m)
+        self.chunk_sites = int(self.chunk_sites)
+
+    def chunks(self, n: int, lattice: Sequence[int]) -> list[slice]:
+        """Slices of the n samples, each of at most max(1, chunk_sites // sites per sample) samples."""
+        per = max(1, self.chunk_sites // math.prod(int(k) for k in lattice))
+        return [slice(a, min(a + per, n)) for a in range(0, n, per)]
 
     def check_size(self, teacher, L: int) -> None:
         """ValueError unless the teacher and the response regions are defined at size L."""
@@ -228,42 +238,67 @@ def profile_sites(config: FDLFEvalConfig, shape, periodic: bool, L: int, occupie
     return sites, r_max, keep
 
 
-def _head(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    return None if t is None else t[:n]
+def _samples(batch: dict, part: slice) -> dict:
+    """The samples ``part`` of every tensor of ``batch`` (x0, cond, mask, ports, types)."""
+    return {k: v[part] for k, v in batch.items()}
+
+
+def _rmses(score: ScoreFn, teacher, batch: dict, config: FDLFEvalConfig, sigmas: list[float],
+           masks: dict[str, int], keys: dict) -> dict[str, float]:
+    """Clean-score RMSE (Eq. 16) per key, the sums accumulated in float64 over chunks of samples (the exact
+    teacher score is computed chunk by chunk); NaN where the mask holds no site."""
+    periodic = bool(teacher.periodic)
+    sums = {key: [0.0, 0.0, False] for key in keys.values()}      # Σ err, Σ ref, any site
+    for part in config.chunks(batch["x0"].shape[0], batch["x0"].shape[2:]):
+        sub = _samples(batch, part)
+        x = sub["x0"].to(torch.float64)
+        target = bind_teacher(teacher, sub)[0](x)
+        for sigma in sigmas:
+            learned = bind_score(score, sigma, sub.get("cond"))(x)
+            for name, m in masks.items():
+                mask = bulk_mask(sub, periodic, m)
+                acc = sums[keys[name, sigma]]
+                if mask is None or bool(mask.any()):
+                    err, ref = clean_score_sums(learned, target, mask=mask)
+                    acc[0], acc[1], acc[2] = acc[0] + float(err), acc[1] + float(ref), True
+    return {key: math.sqrt(err / ref) if seen else math.nan for key, (err, ref, seen) in sums.items()}
 
 
 def _fdlf_row(score: ScoreFn, teacher, batch: dict, L: int, config: FDLFEvalConfig, sigmas: list[float],
               masks: dict[str, int], keys: dict) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The metrics row and the profile entry of one size."""
+    """The metrics row and the profile entry of one size; every score is computed on chunks of samples
+    (:meth:`FDLFEvalConfig.chunks`)."""
     periodic = bool(teacher.periodic)
-    x = batch["x0"].to(torch.float64)
-    cond = batch.get("cond")
-    target = bind_teacher(teacher, batch)[0](x)
-    row: dict[str, Any] = {"L": L}
-    for sigma in sigmas:
-        learned = bind_score(score, sigma, cond)(x)
-        for name, m in masks.items():
-            mask = bulk_mask(batch, periodic, m)
-            empty = mask is not None and not bool(mask.any())
-            row[keys[name, sigma]] = math.nan if empty else float(clean_score_rmse(learned, target, mask=mask))
-    # responses (Eq. 17 and profiles) on the first response_samples samples
-    n_r = config.response_samples
-    xr, occ_r = x[:n_r], _head(batch.get("mask"), n_r)
-    student = bind_score(score, config.sigma_eval, _head(cond, n_r))
-    teacher_score, teacher_profile = bind_teacher(teacher, batch, n_r)
-    probes, valid = probe_sites(config, x.shape[2:], periodic, L, occ_r, n=len(xr))
-    for name, (r_in, r_out) in (("near", config.near), ("far", config.far)):
-        kw = dict(r_in=r_in, r_out=r_out, eps=config.fd_epsilon, periodic=periodic, mask=occ_r)
-        resp_s = finite_difference_response(student, xr, probes, **kw)
-        resp_t = finite_difference_response(teacher_score, xr, probes, **kw)
+    row: dict[str, Any] = {"L": L, **_rmses(score, teacher, batch, config, sigmas, masks, keys)}
+    # responses (Eq. 17) and profiles on the first response_samples samples
+    head = _samples(batch, slice(0, config.response_samples))
+    shape = head["x0"].shape
+    occ_r = head.get("mask")
+    probes, valid = probe_sites(config, shape[2:], periodic, L, occ_r, n=shape[0])
+    sites, r_max, keep = profile_sites(config, shape, periodic, L, occ_r)
+    regions = {"near": config.near, "far": config.far}
+    responses: dict[str, tuple[list, list]] = {name: ([], []) for name in regions}
+    profiles: tuple[list, list] = ([], [])
+    for part in config.chunks(shape[0], shape[2:]):
+        sub = _samples(head, part)
+        x, occ = sub["x0"].to(torch.float64), sub.get("mask")
+        student = bind_score(score, config.sigma_eval, sub.get("cond"))
+        teacher_score, teacher_profile = bind_teacher(teacher, sub)
+        chunk_probes = probes if valid is None else probes[part]
+        for name, (r_in, r_out) in regions.items():
+            kw = dict(r_in=r_in, r_out=r_out, eps=config.fd_epsilon, periodic=periodic, mask=occ)
+            responses[name][0].append(finite_difference_response(student, x, chunk_probes, **kw))
+            responses[name][1].append(finite_difference_response(teacher_score, x, chunk_probes, **kw))
+        chunk_sites = sites[part] if isinstance(sites, torch.Tensor) else sites
+        profiles[0].append(absolute_response_profile(student, x, chunk_sites, r_max, periodic=periodic,
+                                                     mask=None if periodic else occ).detach())
+        profiles[1].append(teacher_profile(x, chunk_sites, r_max).detach())
+    for name, (parts_s, parts_t) in responses.items():
+        resp_s, resp_t = torch.cat(parts_s), torch.cat(parts_t)
         if valid is not None:
             resp_s, resp_t = resp_s * valid[..., None], resp_t * valid[..., None]
         row[f"{name}_response_error"] = float(response_relative_error(resp_s, resp_t))
-    sites, r_max, keep = profile_sites(config, xr.shape, periodic, L, occ_r)
-    prof_s = absolute_response_profile(student, xr, sites, r_max, periodic=periodic,
-                                       mask=None if periodic else occ_r)
-    prof_t = teacher_profile(xr, sites, r_max)
-    prof_s, prof_t = (p.detach().to("cpu", torch.float64)[keep].mean(0) for p in (prof_s, prof_t))
+    prof_s, prof_t = (torch.cat(p).to("cpu", torch.float64)[keep].mean(0) for p in profiles)
     row["response_range_student"] = int(response_range(prof_s, config.q))
     row["response_range_teacher"] = int(response_range(prof_t, config.q))
     profile = {"L": L, "r": list(range(r_max + 1)), "student": (prof_s / prof_s[1:].sum()).tolist(),

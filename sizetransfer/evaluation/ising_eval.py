@@ -149,6 +149,14 @@ def learned_response_profile(score_fn: BoundScore, y: torch.Tensor, r_max: int, 
     return mean, sem
 
 
+def shell_response_error(learned: np.ndarray, exact: np.ndarray, r_in: int, r_out: int) -> float:
+    """Relative error of the learned against the exact signed profile over the shells r = r_in..r_out
+    (``response_relative_error``; the shell-summed form of Eq. 17's region responses, e.g. near = (1, 2),
+    far = (5, 8)). Profiles (r_max + 1,) with r_max ≥ r_out."""
+    return float(response_relative_error(torch.as_tensor(learned[r_in:r_out + 1], dtype=torch.float64),
+                                         torch.as_tensor(exact[r_in:r_out + 1], dtype=torch.float64)))
+
+
 def score_rmse_against_mcmc(score_fn: BoundScore, spins: torch.Tensor, y: torch.Tensor, beta: float, sigma: float,
                             **score_kwargs) -> dict[str, float]:
     """Relative RMSE of the learned score against the MCMC smoothed score ``ising.smoothed_score``.

@@ -27,6 +27,14 @@ def clean_score_rmse(student_score: torch.Tensor, teacher_score: torch.Tensor,
     Scores (n, C, *lattice); ``mask`` (broadcastable, e.g. (n, 1, *lattice)) selects the sites
     that count (open boxes: bulk and occupied sites). Returns a 0-d tensor.
     """
+    err, ref = clean_score_sums(student_score, teacher_score, mask)
+    return (err / ref).sqrt()
+
+
+def clean_score_sums(student_score: torch.Tensor, teacher_score: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two sums of Eq. 16, ``(Σ ‖s_θ − s‖², Σ ‖s‖²)`` (0-d, the student's dtype): summed over chunks of
+    samples they give the RMSE of all samples, sqrt(Σ err / Σ ref). Arguments as :func:`clean_score_rmse`."""
     if student_score.shape != teacher_score.shape:
         raise ValueError(f"student_score {tuple(student_score.shape)} and teacher_score "
                          f"{tuple(teacher_score.shape)} must have the same shape")
@@ -36,7 +44,7 @@ def clean_score_rmse(student_score: torch.Tensor, teacher_score: torch.Tensor,
     if mask is not None:
         mask = mask.to(student_score.dtype)
         err, ref = err * mask, ref * mask
-    return (err.sum() / ref.sum()).sqrt()
+    return err.sum(), ref.sum()
 
 
 def region_mask(shape: Sequence[int], site: Sequence[int], r_in: int, r_out: int, *,

@@ -209,6 +209,10 @@ FAMILIES: dict[str, FDLFConfig] = {
                                power=2.0, alpha=0.09, gain=0.15, mean_mode=True, kappa=0.2),
 }
 
+#: Sites per forward pass of :meth:`FDLFTeacher.sample` (at least one whole sample): bounds the memory of
+#: sampling many samples at large L (one L = 1024 sample, 2^20 sites, peaks at about 260 MiB).
+SAMPLE_CHUNK_SITES = 2 ** 20
+
 # Size and sample count of the one-off measurement of the mean-mode constants (c₀, μ₀).
 MEAN_MODE_CALIBRATION = dict(L=32, n=512)
 _MEAN_MODE_CONSTANTS: dict[tuple, tuple[float, float]] = {}
@@ -312,14 +316,20 @@ class FDLFTeacher(nn.Module):
         return self.inverse_and_log_det(x)[0]
 
     def sample(self, n: int, L: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n exact samples (n, 1, L, L) in the teacher's dtype, on the generator's device."""
+        """n exact samples (n, 1, L, L) in the teacher's dtype, on the generator's device.
+
+        The latents of all n samples are drawn at once (one stream), then mapped in chunks of at most
+        ``SAMPLE_CHUNK_SITES`` sites (at least one sample), so the result does not depend on the chunking."""
         self.check_size(L)
         if int(n) != n or n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
         device = generator.device if generator is not None else next(self.buffers()).device
         u = torch.randn(int(n), 1, L, L, generator=generator, dtype=self.dtype, device=device)
+        per = max(1, SAMPLE_CHUNK_SITES // (L * L))
         with torch.no_grad():
-            return self.forward(u)
+            if n <= per:
+                return self.forward(u)
+            return torch.cat([self.forward(u[a:a + per]) for a in range(0, int(n), per)])
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p_L(x), shape (n,) in x's dtype."""
