@@ -56,9 +56,8 @@ def measured() -> Iterator[dict]:
         cost["cpu_s"] = time.process_time() - cpu
         cost["wall_s"] = time.perf_counter() - wall
         peak = _status_mib("VmHWM") if reset else None
+        cost["method"] = "VmHWM reset" if peak is not None else "ru_maxrss (since process start)"
         if peak is None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
         cost["peak_rss_MiB"] = peak
         cost["rss_start_MiB"] = start if start is not None else float("nan")
-        cost["method"] = "VmHWM reset" if reset and _status_mib("VmHWM") is not None else \
-            "ru_maxrss (since process start)"
