@@ -90,6 +90,10 @@ class ScoreModule(pl.LightningModule):
             ``receptive_radius`` is then its convolutions' radius; periodic lattices only).
         dilations: one dilation per conv (2 * blocks + 2 of them, all 3^d; ``radius`` unset): receptive
             radius their sum, e.g. [1, 2, 4, 4] gives R = 11 at B = 1 (``None``: undilated).
+        stem_radius: radius s of the input conv, a (2s + 1)^d wide linear stem (1: the usual 3^d conv);
+            the receptive radius is then s + 2 * blocks + 1, or ``radius`` in [s, s + 2 * blocks + 1].
+        skip_radius: radius of a σ-modulated wide linear skip from the input to the output (0: none;
+            :class:`~sizetransfer.models.linear_skip.LinearSkip`); receptive radius max(conv radius, skip_radius).
         film, norm, emb_width: student layout: ``film="conv"`` (FiLM before every conv, zero-initialised
             output) or ``"block"`` (the first recipe's student); ``norm="site"`` (per-site channel norm)
             or ``"none"``; width of the noise embedding (``None``: ``width``).
@@ -106,7 +110,8 @@ class ScoreModule(pl.LightningModule):
                  radius: int | None = None, film: str = "conv", norm: str = "site", emb_width: int | None = None,
                  objective: str = "dsm", sigma_distribution: str = "log_uniform",
                  sigma_center: float | None = None, sigma_log_std: float = 1.0, antithetic: bool = False,
-                 mlp_ratio: int = 0, global_features: int = 0, dilations: list[int] | None = None):
+                 mlp_ratio: int = 0, global_features: int = 0, dilations: list[int] | None = None,
+                 stem_radius: int = 1, skip_radius: int = 0):
         super().__init__()
         self.save_hyperparameters()
         if objective not in OBJECTIVES:
@@ -125,7 +130,8 @@ class ScoreModule(pl.LightningModule):
             self.student = LocalScoreCNN(blocks, width, dim, periodic, in_channels, in_channels, cond_channels,
                                          sigma_data, radius=radius, film=film, norm=norm, emb_width=emb_width,
                                          mlp_ratio=mlp_ratio, global_features=global_features,
-                                         dilations=dilations)
+                                         dilations=dilations, stem_radius=stem_radius,
+                                         skip_radius=skip_radius)
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
         # EMA inside the module (not Lightning's WeightAveraging callback, which swaps weights only around
@@ -192,9 +198,17 @@ class ScoreModule(pl.LightningModule):
         L = getattr(datamodule, "train_size", None)
         if L is not None and self.hparams.periodic and 2 * self.receptive_radius >= L:
             option = f"data.{getattr(datamodule, 'size_option', 'train_size')}"
-            source = (f"model.dilations={list(self.hparams.dilations)} give receptive radius sum(dilations) = "
-                      if self.hparams.get("dilations") else
-                      f"model.blocks={self.hparams.blocks} gives receptive radius 2*blocks+2 = ")
+            if self.hparams.get("dilations"):
+                source = f"model.dilations={list(self.hparams.dilations)} give receptive radius sum(dilations) = "
+            elif self.hparams.get("skip_radius", 0) > self.student.net.radius:
+                source = f"model.skip_radius="
+            elif self.hparams.get("radius") is not None:
+                source = f"model.radius="
+            elif self.hparams.get("stem_radius", 1) > 1:
+                source = (f"model.stem_radius={self.hparams.stem_radius} and model.blocks={self.hparams.blocks} give "
+                          f"receptive radius stem_radius+2*blocks+1 = ")
+            else:
+                source = f"model.blocks={self.hparams.blocks} gives receptive radius 2*blocks+2 = "
             raise ValueError(f"{source}{self.receptive_radius}, which must be < {option}/2 = {L / 2:g}: "
                              f"use fewer blocks or a larger {option}")
         if max_steps is None or max_steps <= 0:

@@ -47,12 +47,21 @@ def _chebyshev(shape, site, periodic):
                                                     (3, 2, True, {"radius": 4, "mlp_ratio": 2}),
                                                     (1, 2, True, {"dilations": [1, 2, 4, 4]}),
                                                     (1, 2, False, {"dilations": [2, 1, 3, 1]}),
-                                                    (2, 2, True, {"dilations": [1, 1, 2, 2, 3, 1], "film": "block"})])
+                                                    (2, 2, True, {"dilations": [1, 1, 2, 2, 3, 1], "film": "block"}),
+                                                    (2, 2, True, {"stem_radius": 3}),
+                                                    (2, 2, True, {"stem_radius": 6, "radius": 6}),
+                                                    (1, 2, False, {"stem_radius": 2, "radius": 3}),
+                                                    (1, 3, False, {"stem_radius": 2, "radius": 2}),
+                                                    (1, 2, True, {"skip_radius": 6}),
+                                                    (2, 2, False, {"skip_radius": 3}),
+                                                    (1, 2, True, {"skip_radius": 5, "film": "block"})])
 def test_receptive_radius_is_exact(blocks, dim, periodic, kw):
     """Dilated convs too: the support is the whole Chebyshev ball of radius Σ d (no gaps), nothing beyond."""
     model = _model(blocks, dim, periodic, **kw)
     R = model.receptive_radius
-    assert R == (sum(kw["dilations"]) if "dilations" in kw else kw.get("radius", 2 * blocks + 2))
+    conv_radius = (sum(kw["dilations"]) if "dilations" in kw
+                   else kw.get("radius", kw.get("stem_radius", 1) + 2 * blocks + 1))
+    assert R == max(conv_radius, kw.get("skip_radius", 0))
     L = 2 * R + 3  # distance R + 1 exists in both directions on the torus
     x = torch.randn((1, 1) + (L,) * dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.7], dtype=torch.float64)
@@ -66,6 +75,49 @@ def test_receptive_radius_is_exact(blocks, dim, periodic, kw):
                 assert (change > 1e-12) if nonzero else (change == 0.0), (offset, sign, change)
     support = _gradient_support(model, x, sigma, site)
     assert torch.equal(support, _chebyshev((L,) * dim, site, periodic) <= R)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(stem_radius=0), "stem_radius must be an integer >= 1"),
+    (dict(stem_radius=3, radius=2), r"radius must be an integer in \[stem_radius, stem_radius \+ 2\*blocks\+1\] = \[3, 6\]"),
+    (dict(stem_radius=3, radius=7), r"= \[3, 6\]"),
+    (dict(stem_radius=2, dilations=[1, 1, 1, 1]), "dilations cannot be set with stem_radius=2")])
+def test_stem_radius_bad_values_are_named(kw, message):
+    with pytest.raises(ValueError, match=message):
+        LocalScoreCNN(blocks=1, width=4, **kw)
+
+
+def test_stem_is_one_wide_conv_and_radius_checked_against_the_training_size():
+    from sizetransfer.data import FDLFDataModule
+    from sizetransfer.module import ScoreModule
+
+    model = LocalScoreCNN(blocks=2, width=4, stem_radius=6, radius=6)
+    assert model.net.conv_in.kernel_size == (13, 13)
+    assert all(m.kernel_size == (1, 1) for name, m in model.net.named_modules()
+               if isinstance(m, torch.nn.Conv2d) and name != "conv_in")
+    module = ScoreModule(blocks=1, width=4, stem_radius=6)  # R = 6 + 3 = 9
+    with pytest.raises(ValueError, match=r"model.stem_radius=6 and model.blocks=1 give receptive radius "
+                                         r"stem_radius\+2\*blocks\+1 = 9, which must be < data.train_size/2 = 8"):
+        module.check_fit(FDLFDataModule(teacher="simple_local", train_size=16), max_steps=10)
+
+
+def test_linear_skip_starts_at_zero_and_is_linear_in_x():
+    torch.manual_seed(0)
+    plain = LocalScoreCNN(blocks=1, width=8).double()
+    torch.manual_seed(0)
+    skipped = LocalScoreCNN(blocks=1, width=8, skip_radius=6).double()
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    sigma = torch.tensor([0.3, 4.0], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(skipped(x, sigma), plain(x, sigma), rtol=0, atol=0)  # zero gains at start
+        skip = skipped.net.skip
+        skip.gain.bias.normal_()
+        emb = skipped.net.noise_embed(torch.log(sigma).mul(0.25).reshape(-1, 1))
+        # linear in x: skip(a x + b y) = a skip(x) + b skip(y)
+        y = torch.randn_like(x)
+        torch.testing.assert_close(skip(2 * x - 3 * y, emb), 2 * skip(x, emb) - 3 * skip(y, emb))
+    with pytest.raises(ValueError, match="skip_radius must be an integer >= 0"):
+        LocalScoreCNN(blocks=1, width=4, skip_radius=-1)
 
 
 def test_open_box_corner_sees_only_inside():

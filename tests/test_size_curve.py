@@ -11,6 +11,7 @@ import sizetransfer.teachers.fdlf as fdlf_teacher
 from helpers import fake_run
 from sizetransfer.diagnose.target import TeacherData
 from sizetransfer.evaluation.fdlf import FDLFEvalConfig, evaluate_fdlf
+from sizetransfer.diagnose.measure import trend
 from sizetransfer.evaluation.flatness import flatness_over_runs, format_flatness, log_size_slope, seed_slope
 from sizetransfer.size_curve.__main__ import main as cli_main
 from sizetransfer.size_curve.core import SizeCurveConfig, per_size
@@ -98,6 +99,18 @@ def test_log_size_slope_matches_a_hand_computation():
     assert format_flatness(fit, "rmse").startswith("flatness: d rmse / d ln L = +0.0289 ± 0.0083")
     with pytest.raises(ValueError, match="at least 2 distinct sizes"):
         log_size_slope([24, 24], [0.1, 0.2])
+
+
+def test_weighted_log_size_slope_is_the_known_error_fit():
+    # se = (0.01, 0.02, 0.01): w = (1, 1/4, 1) / 1e-4; x = ln 24 + (0, ln 2, 2 ln 2), weighted mean of x at
+    # ln 24 + ln 2, S_xx = 2 ln²2 / 1e-4; the middle point's weight does not enter the slope
+    fit = log_size_slope([24, 48, 96], [0.20, 0.27, 0.24], se=[0.01, 0.02, 0.01])
+    assert fit["slope"] == pytest.approx(0.02 / math.log(2), rel=1e-12)
+    assert fit["slope_se"] == pytest.approx(0.01 / (math.sqrt(2) * math.log(2)), rel=1e-9)
+    # diagnose's trend is this fit
+    assert trend([24, 48, 96], [0.20, 0.27, 0.24], [0.01, 0.02, 0.01])["slope"] == pytest.approx(fit["slope"], rel=1e-12)
+    with pytest.raises(ValueError, match="se must hold one standard error per size"):
+        log_size_slope([24, 48, 96], [0.2, 0.2, 0.2], se=[0.01, 0.01])
 
 
 def test_per_size_counts_keep_the_sites_bounded():

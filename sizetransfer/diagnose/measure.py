@@ -14,6 +14,7 @@ import torch
 
 from sizetransfer.diagnose.config import DiagnoseConfig
 from sizetransfer.evaluation.fdlf import FDLFEvalConfig, evaluate_fdlf, sigma_name
+from sizetransfer.evaluation.flatness import log_size_slope
 from sizetransfer.evaluation.metrics import clean_score_rmse
 from sizetransfer.evaluation.score import ScoreFn, bind_score
 
@@ -83,23 +84,18 @@ def per_sample_rmse(score: ScoreFn, data, L: int, config: DiagnoseConfig) -> np.
 
 
 def trend(sizes: Sequence[int], rmse: Sequence[float], se: Sequence[float]) -> dict[str, float]:
-    """Weighted least-squares line RMSE(L) = a + b ln L (weights 1/se², se the standard error of each
-    size's RMSE from its per-sample spread; sizes are independent draws).
+    """Weighted least-squares line RMSE(L) = a + b ln L (:func:`~sizetransfer.evaluation.flatness.log_size_slope`
+    with weights 1/se², se the standard error of each size's RMSE from its per-sample spread; sizes are
+    independent draws).
 
     Returns slope b with its standard error, and the fitted relative change
     b ln(L_max / L_train) / RMSE(L_train) (0 when RMSE(L_train) is 0)."""
-    x = np.log(np.asarray(sizes, dtype=np.float64))
-    y = np.asarray(rmse, dtype=np.float64)
-    w = 1.0 / (np.asarray(se, dtype=np.float64) ** 2 + 1e-24)
-    if len(x) < 2:
+    if len(sizes) < 2:
         return {"slope": 0.0, "slope_se": math.inf, "relative_change": 0.0}
-    xm = (w * x).sum() / w.sum()
-    sxx = (w * (x - xm) ** 2).sum()
-    slope = float((w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx)
-    slope_se = float(math.sqrt(1.0 / sxx))
-    base = y[0]
-    change = 0.0 if base == 0 else slope * (x[-1] - x[0]) / base
-    return {"slope": slope, "slope_se": slope_se, "relative_change": float(change)}
+    fit = log_size_slope(sizes, rmse, se)
+    base = float(rmse[0])
+    change = 0.0 if base == 0 else fit["slope"] * math.log(sizes[-1] / sizes[0]) / base
+    return {"slope": fit["slope"], "slope_se": fit["slope_se"], "relative_change": float(change)}
 
 
 def support(profile: Sequence[float], tol: float) -> int:

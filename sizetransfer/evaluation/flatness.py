@@ -5,7 +5,9 @@ Within one run (:func:`log_size_slope`), ordinary least squares of y_k = a + b l
 
     b = Σ_k (x_k − x̄)(y_k − ȳ) / S_xx,   s.e.(b) = sqrt( Σ_k e_k² / (K − 2) / S_xx ),
 
-x = ln L, S_xx = Σ_k (x_k − x̄)², e the residuals (s.e. needs K ≥ 3; NaN for K = 2). Over runs — seeds of
+x = ln L, S_xx = Σ_k (x_k − x̄)², e the residuals (s.e. needs K ≥ 3; NaN for K = 2). Given each size's
+standard error se_k (independent sizes, e.g. ``diagnose``), weighted least squares instead: weights
+w_k = 1/se_k², x̄ and S_xx weighted, s.e.(b) = 1/sqrt(S_xx) (the errors are known, not fitted). Over runs — seeds of
 one student and teacher — (:func:`seed_slope`): the mean of the per-run slopes b_s and its standard error
 std(b_s, ddof = 1) / √S over the S runs (S ≥ 2; NaN for one run). A flat curve has |b| within about two
 standard errors of 0; b is in units of the error per e-fold of L (b ln 2: the change per doubling).
@@ -18,8 +20,10 @@ from typing import Sequence
 import numpy as np
 
 
-def log_size_slope(sizes: Sequence[float], values: Sequence[float]) -> dict[str, float]:
-    """Least-squares slope of ``values`` against ln(``sizes``) and its standard error (module docstring).
+def log_size_slope(sizes: Sequence[float], values: Sequence[float],
+                   se: Sequence[float] | None = None) -> dict[str, float]:
+    """Least-squares slope of ``values`` against ln(``sizes``) and its standard error (module docstring):
+    ordinary least squares, or weighted by 1/``se``² when each value's standard error is given.
 
     Returns ``{"slope", "slope_se", "n_sizes"}``; ValueError for fewer than 2 distinct sizes, a size ≤ 0,
     mismatched lengths or a non-finite value."""
@@ -31,11 +35,19 @@ def log_size_slope(sizes: Sequence[float], values: Sequence[float]) -> dict[str,
         raise ValueError(f"sizes must hold at least 2 distinct sizes L > 0, got {x.tolist()}")
     if not np.isfinite(y).all():
         raise ValueError(f"values must be finite, got {y.tolist()}")
-    x = np.log(x)
+    x, k = np.log(x), len(x)
+    if se is not None:
+        w = np.asarray(se, dtype=np.float64)
+        if w.shape != x.shape:
+            raise ValueError(f"se must hold one standard error per size, got {w.shape} for {x.shape}")
+        w = 1.0 / (w ** 2 + 1e-24)
+        xm = (w * x).sum() / w.sum()
+        sxx = float((w * (x - xm) ** 2).sum())
+        slope = float((w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx)
+        return {"slope": slope, "slope_se": math.sqrt(1.0 / sxx), "n_sizes": k}
     dx = x - x.mean()
     sxx = float((dx ** 2).sum())
     slope = float((dx * (y - y.mean())).sum() / sxx)
-    k = len(x)
     if k < 3:
         return {"slope": slope, "slope_se": math.nan, "n_sizes": k}
     resid = y - (y.mean() + slope * dx)

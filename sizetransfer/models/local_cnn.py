@@ -9,7 +9,12 @@ Locality: an input conv, B residual blocks of two convs and an output conv, each
 convs: ``radius=None`` makes them all 3^d (R = 2B + 2, the paper's students); ``radius=R`` keeps
 the first R convs 3^d in order (input conv, block 1, ...) and makes the rest 1^d, so depth and
 radius are set apart; ``dilations=(d_1, ..., d_{2B+2})`` dilates the k-th 3^d conv by d_k, R = Σ d_k
-(reach at the cost of B, e.g. (1, 2, 4, 4): R = 11 at B = 1). Nothing pools over the lattice: the
+(reach at the cost of B, e.g. (1, 2, 4, 4): R = 11 at B = 1); ``stem_radius=s`` makes the input conv
+(2s + 1)^d, a wide linear stem whose every offset is one weight away from the loss (R = s + the number
+of later 3^d convs; it learns a broad response that a stack of 3^d convs reaches only at its rim,
+docs/training.md); ``skip_radius=s`` adds a σ-modulated linear skip of radius s from the input to the output
+(:class:`~sizetransfer.models.linear_skip.LinearSkip`; R = max(conv radius, s)). Nothing pools over the
+lattice: the
 normalisation (``norm="site"``) is over the channels of each site, and the noise level enters as a
 per-sample FiLM, so the same weights run at any lattice size L and the output at site i depends only
 on the inputs within d∞ ≤ R of i.
@@ -164,23 +169,33 @@ class LocalCNN(nn.Module):
                  in_channels: int = 1, out_channels: int = 1, cond_channels: int = 0,
                  radius: int | None = None, film: str = "conv", norm: str = "site",
                  emb_width: int | None = None, zero_init_output: bool | None = None, mlp_ratio: int = 0,
-                 global_features: int = 0, dilations: Sequence[int] | None = None):
+                 global_features: int = 0, dilations: Sequence[int] | None = None, stem_radius: int = 1,
+                 skip_radius: int = 0):
         super().__init__()
         emb_width = width if emb_width is None else emb_width
         for name, value, low in (("blocks", blocks, 0), ("width", width, 1),
                                  ("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
                                  ("cond_channels", cond_channels, 0), ("emb_width", emb_width, 1),
-                                 ("mlp_ratio", mlp_ratio, 0), ("global_features", global_features, 0)):
+                                 ("mlp_ratio", mlp_ratio, 0), ("global_features", global_features, 0),
+                                 ("stem_radius", stem_radius, 1), ("skip_radius", skip_radius, 0)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value}")
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim}")
         n_convs = 2 * blocks + 2
+        stem_radius = int(stem_radius)
         if radius is None:
-            radius = n_convs
-        if int(radius) != radius or not 1 <= radius <= n_convs:
+            radius = stem_radius + n_convs - 1
+        if stem_radius == 1 and (int(radius) != radius or not 1 <= radius <= n_convs):
             raise ValueError(f"radius must be an integer in [1, 2*blocks+2 = {n_convs}] (one 3^d conv per "
                              f"unit of radius), got {radius}")
+        if stem_radius > 1:
+            if dilations is not None:
+                raise ValueError(f"dilations cannot be set with stem_radius={stem_radius} (the stem is undilated)")
+            if int(radius) != radius or not stem_radius <= radius <= stem_radius + n_convs - 1:
+                raise ValueError(f"radius must be an integer in [stem_radius, stem_radius + 2*blocks+1] = "
+                                 f"[{stem_radius}, {stem_radius + n_convs - 1}] (the stem's radius plus one 3^d "
+                                 f"conv per further unit), got {radius}")
         dilations = _check_dilations(dilations, n_convs, radius != n_convs)
         if dilations is not None:
             radius = sum(dilations)
@@ -197,9 +212,10 @@ class LocalCNN(nn.Module):
         self.in_channels, self.out_channels, self.cond_channels = in_channels, out_channels, cond_channels
         self.radius, self.film, self.norm = int(radius), film, norm
         self.global_features = int(global_features)
-        self.dilations = dilations
-        if dilations is None:
-            kernels, dilations = [3 if k < radius else 1 for k in range(n_convs)], [1] * n_convs  # first R convs 3^d
+        self.dilations, self.stem_radius = dilations, stem_radius
+        if dilations is None:  # the stem (2 s + 1)^d, then the next R − s convs 3^d, the others 1^d
+            kernels = [2 * stem_radius + 1] + [3 if k < radius - stem_radius else 1 for k in range(n_convs - 1)]
+            dilations = [1] * n_convs
         else:
             kernels = [3] * n_convs
         self.noise_embed = nn.Sequential(nn.Linear(1, emb_width), nn.SiLU(), nn.Linear(emb_width, emb_width), nn.SiLU())
@@ -215,6 +231,12 @@ class LocalCNN(nn.Module):
         if zero_init_output if zero_init_output is not None else film == "conv":
             nn.init.zeros_(conv_out.weight)
             nn.init.zeros_(conv_out.bias)
+        self.skip_radius = int(skip_radius)
+        self.skip = None
+        if skip_radius:
+            from .linear_skip import LinearSkip
+
+            self.skip = LinearSkip(in_channels + cond_channels, out_channels, self.skip_radius, emb_width, dim, periodic)
         self.global_films = None
         if global_features:  # built last: a local student (k = 0) draws exactly the same initial weights
             from .global_features import GlobalFiLM
@@ -224,8 +246,9 @@ class LocalCNN(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        """Chebyshev radius of the convolutions (with global features: of the local part only)."""
-        return self.radius
+        """Chebyshev radius of the convolutions and the linear skip (with global features: of the local part
+        only)."""
+        return max(self.radius, self.skip_radius)
 
     @property
     def is_local(self) -> bool:
@@ -251,9 +274,8 @@ class LocalCNN(nn.Module):
             h = block(h, emb)
             if self.global_films is not None:
                 h = self.global_films[b + 1](h, emb)
-        if self.film == "conv":
-            return self.head(h, emb)
-        return self.conv_out(self.head_act(h))
+        out = self.head(h, emb) if self.film == "conv" else self.conv_out(self.head_act(h))
+        return out if self.skip is None else out + self.skip(x, emb)
 
 
 class LocalScoreCNN(nn.Module):
@@ -270,14 +292,15 @@ class LocalScoreCNN(nn.Module):
                  in_channels: int = 1, out_channels: int = 1, cond_channels: int = 0,
                  sigma_data: float = 1.0, radius: int | None = None, film: str = "conv", norm: str = "site",
                  emb_width: int | None = None, zero_init_output: bool | None = None, mlp_ratio: int = 0,
-                 global_features: int = 0, dilations: Sequence[int] | None = None):
+                 global_features: int = 0, dilations: Sequence[int] | None = None, stem_radius: int = 1,
+                 skip_radius: int = 0):
         super().__init__()
         if out_channels != in_channels:
             raise ValueError(f"out_channels must equal in_channels ({in_channels}) for a score, "
                              f"got {out_channels}")
         self.denoiser = EDMPrecond(LocalCNN(blocks, width, dim, periodic, in_channels, out_channels,
                                             cond_channels, radius, film, norm, emb_width, zero_init_output,
-                                            mlp_ratio, global_features, dilations),
+                                            mlp_ratio, global_features, dilations, stem_radius, skip_radius),
                                    sigma_data)
 
     @property
