@@ -186,16 +186,12 @@ class LocalCNN(nn.Module):
         stem_radius = int(stem_radius)
         if radius is None:
             radius = stem_radius + n_convs - 1
-        if stem_radius == 1 and (int(radius) != radius or not 1 <= radius <= n_convs):
-            raise ValueError(f"radius must be an integer in [1, 2*blocks+2 = {n_convs}] (one 3^d conv per "
-                             f"unit of radius), got {radius}")
-        if stem_radius > 1:
-            if dilations is not None:
-                raise ValueError(f"dilations cannot be set with stem_radius={stem_radius} (the stem is undilated)")
-            if int(radius) != radius or not stem_radius <= radius <= stem_radius + n_convs - 1:
-                raise ValueError(f"radius must be an integer in [stem_radius, stem_radius + 2*blocks+1] = "
-                                 f"[{stem_radius}, {stem_radius + n_convs - 1}] (the stem's radius plus one 3^d "
-                                 f"conv per further unit), got {radius}")
+        if int(radius) != radius or not stem_radius <= radius <= stem_radius + n_convs - 1:
+            raise ValueError(f"radius must be an integer in [stem_radius, stem_radius + 2*blocks+1] = "
+                             f"[{stem_radius}, {stem_radius + n_convs - 1}] (the stem's radius plus one 3^d "
+                             f"conv per further unit), got {radius}")
+        if stem_radius > 1 and dilations is not None:
+            raise ValueError(f"dilations cannot be set with stem_radius={stem_radius} (the stem is undilated)")
         dilations = _check_dilations(dilations, n_convs, radius != n_convs)
         if dilations is not None:
             radius = sum(dilations)
