@@ -198,19 +198,8 @@ class ScoreModule(pl.LightningModule):
         L = getattr(datamodule, "train_size", None)
         if L is not None and self.hparams.periodic and 2 * self.receptive_radius >= L:
             option = f"data.{getattr(datamodule, 'size_option', 'train_size')}"
-            if self.hparams.get("dilations"):
-                source = f"model.dilations={list(self.hparams.dilations)} give receptive radius sum(dilations) = "
-            elif self.hparams.get("skip_radius", 0) > self.student.net.radius:
-                source = f"model.skip_radius="
-            elif self.hparams.get("radius") is not None:
-                source = f"model.radius="
-            elif self.hparams.get("stem_radius", 1) > 1:
-                source = (f"model.stem_radius={self.hparams.stem_radius} and model.blocks={self.hparams.blocks} give "
-                          f"receptive radius stem_radius+2*blocks+1 = ")
-            else:
-                source = f"model.blocks={self.hparams.blocks} gives receptive radius 2*blocks+2 = "
-            raise ValueError(f"{source}{self.receptive_radius}, which must be < {option}/2 = {L / 2:g}: "
-                             f"use fewer blocks or a larger {option}")
+            source = self.student.net.describe_radius("model.")
+            raise ValueError(f"{source}, which must be < {option}/2 = {L / 2:g}: use fewer blocks or a larger {option}")
         if max_steps is None or max_steps <= 0:
             raise ValueError(f"trainer.max_steps must be a positive number of steps (the data stream is "
                              f"infinite and the cosine schedule ends there), got {max_steps}")

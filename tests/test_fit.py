@@ -47,11 +47,12 @@ def test_ising_config_matches_the_experiment(capsys):
     assert cfg["data"]["init_args"]["L"] == 32 and cfg["data"]["init_args"]["beta_over_beta_c"] == 0.95
     assert cfg["data"]["init_args"]["eval_sizes"] == [32, 64]
     assert cfg["evaluation"]["probe_sigmas"] == [1.0, 2.0, 4.0, 8.0]
-    # the student: a 13 x 13 stem and per-site layers, R = 6 = the probed boundary r (Fig. 4)
+    # the student: 3 x 3 convs and a linear skip of radius 6, R = 6 = the probed boundary r (Fig. 4)
     from sizetransfer.module import ScoreModule
 
     student = ScoreModule(**cfg["model"]).student
-    assert student.receptive_radius == 6 and student.net.conv_in.kernel_size == (13, 13)
+    assert student.receptive_radius == 6 and student.net.radius == 6 and student.net.skip_radius == 6
+    assert student.net.conv_in.kernel_size == (3, 3) and student.net.skip.conv.kernel_size == (13, 13)
     assert cfg["model"]["antithetic"] and cfg["model"]["lr"] == 3e-3 and cfg["model"]["emb_width"] == 128
 
 

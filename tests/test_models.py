@@ -101,6 +101,25 @@ def test_stem_is_one_wide_conv_and_radius_checked_against_the_training_size():
         module.check_fit(FDLFDataModule(teacher="simple_local", train_size=16), max_steps=10)
 
 
+@pytest.mark.parametrize("kw, text", [
+    ({"blocks": 1}, "model.blocks=1 gives receptive radius 2*blocks+2 = 4"),
+    ({"blocks": 2, "radius": 3}, "model.radius=3"),
+    ({"blocks": 1, "stem_radius": 6}, "model.stem_radius=6 and model.blocks=1 give receptive radius "
+                                      "stem_radius+2*blocks+1 = 9"),
+    ({"blocks": 2, "stem_radius": 6, "radius": 6}, "model.radius=6"),
+    ({"blocks": 1, "dilations": [1, 2, 4, 4]}, "model.dilations=[1, 2, 4, 4] give receptive radius "
+                                               "sum(dilations) = 11"),
+    ({"blocks": 1, "skip_radius": 6}, "model.skip_radius=6"),
+    ({"blocks": 3, "skip_radius": 6}, "model.blocks=3 gives receptive radius 2*blocks+2 = 8"),
+])
+def test_describe_radius_names_the_options_that_set_it(kw, text):
+    from sizetransfer.models.local_cnn import LocalCNN
+
+    net = LocalCNN(width=4, **kw)
+    assert net.describe_radius("model.") == text
+    assert text.endswith(str(net.receptive_radius))
+
+
 def test_linear_skip_starts_at_zero_and_is_linear_in_x():
     torch.manual_seed(0)
     plain = LocalScoreCNN(blocks=1, width=8).double()

@@ -111,6 +111,16 @@ def test_student_bench_table(capsys):
 
     h = torch.randn(3, 16, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(SiteNorm()(h), _var_mean_site_norm(h), rtol=1e-12, atol=1e-12)
+    # the baseline student is a copy with every SiteNorm swapped; the student itself is untouched
+    from sizetransfer.benchmarks.training import _with_var_mean_site_norms
+    from sizetransfer.models import LocalScoreCNN
+
+    model = LocalScoreCNN(blocks=1, width=8, zero_init_output=False).double()
+    baseline = _with_var_mean_site_norms(model)
+    assert sum(isinstance(m, SiteNorm) for m in baseline.modules()) == 0
+    assert sum(isinstance(m, SiteNorm) for m in model.modules()) == 3  # two convs of the block, the head
+    x, sigma = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([0.1, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(baseline(x, sigma), model(x, sigma), rtol=1e-10, atol=1e-12)
     rows = student_table(repeats=1)
     assert [r["what"] for r in rows] == ["site norm", "student step B=1"]
     assert all(r["baseline"] > 0 and r["now"] > 0 for r in rows)

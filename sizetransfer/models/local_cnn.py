@@ -246,6 +246,21 @@ class LocalCNN(nn.Module):
         only)."""
         return max(self.radius, self.skip_radius)
 
+    def describe_radius(self, prefix: str = "") -> str:
+        """Which options set ``receptive_radius`` and how, for error messages, e.g.
+        ``"blocks=1 gives receptive radius 2*blocks+2 = 4"``; option names carry ``prefix`` (``"model."``)."""
+        p = prefix
+        if self.skip_radius > self.radius:
+            return f"{p}skip_radius={self.skip_radius}"
+        if self.dilations is not None:
+            return f"{p}dilations={list(self.dilations)} give receptive radius sum(dilations) = {self.radius}"
+        if self.radius != self.stem_radius + 2 * self.blocks + 1:
+            return f"{p}radius={self.radius}"
+        if self.stem_radius > 1:
+            return (f"{p}stem_radius={self.stem_radius} and {p}blocks={self.blocks} give receptive radius "
+                    f"stem_radius+2*blocks+1 = {self.radius}")
+        return f"{p}blocks={self.blocks} gives receptive radius 2*blocks+2 = {self.radius}"
+
     @property
     def is_local(self) -> bool:
         """True when the output at a site depends only on the inputs within ``receptive_radius`` of it."""
