@@ -55,7 +55,7 @@ def describe_training(model, datamodule, *, steps: int, wall_s: float, resumed_f
     blocks = hp.get("blocks")
     k = int(hp.get("global_features") or 0)
     stem, skip = int(hp.get("stem_radius") or 1), int(hp.get("skip_radius") or 0)
-    reach = ((f", a {2 * stem + 1}×{2 * stem + 1} input stem" if stem > 1 else "")
+    reach = ((", a " + "×".join([str(2 * stem + 1)] * int(hp.get("dim") or 2)) + " input stem" if stem > 1 else "")
              + (f", a linear skip of radius {skip}" if skip else ""))
     student = (f"a {'local ' if not k else ''}score model (CNN, {blocks} block{'s' if blocks != 1 else ''}, width "
                f"{hp.get('width')}{reach}, receptive radius R = {model.receptive_radius} sites"

@@ -257,3 +257,18 @@ def test_bad_input_shape():
         model(torch.zeros(1, 2, 8, 8), torch.ones(1))
     with pytest.raises(ValueError, match="sigma"):
         model(torch.zeros(2, 1, 8, 8), torch.ones(3))
+
+
+def test_run_summary_names_the_stem_and_skip_with_the_lattice_dimension():
+    from types import SimpleNamespace
+
+    from sizetransfer.module import ScoreModule
+    from sizetransfer.run_summary import describe_training
+
+    data = SimpleNamespace(train_size=24)
+    text = describe_training(ScoreModule(blocks=2, width=4, skip_radius=6), data, steps=10, wall_s=1.0,
+                             resumed_from_step=None)
+    assert "a linear skip of radius 6, receptive radius R = 6 sites" in text and "stem" not in text
+    text = describe_training(ScoreModule(blocks=1, width=4, dim=3, periodic=False, stem_radius=2), data, steps=10,
+                             wall_s=1.0, resumed_from_step=None)
+    assert "a 5×5×5 input stem, receptive radius R = 5 sites" in text

@@ -36,18 +36,17 @@ def log_size_slope(sizes: Sequence[float], values: Sequence[float],
     if not np.isfinite(y).all():
         raise ValueError(f"values must be finite, got {y.tolist()}")
     x, k = np.log(x), len(x)
+    w = np.ones_like(x)  # ordinary least squares: equal weights
     if se is not None:
         w = np.asarray(se, dtype=np.float64)
         if w.shape != x.shape:
             raise ValueError(f"se must hold one standard error per size, got {w.shape} for {x.shape}")
         w = 1.0 / (w ** 2 + 1e-24)
-        xm = (w * x).sum() / w.sum()
-        sxx = float((w * (x - xm) ** 2).sum())
-        slope = float((w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx)
+    dx = x - (w * x).sum() / w.sum()
+    sxx = float((w * dx ** 2).sum())
+    slope = float((w * dx * (y - (w * y).sum() / w.sum())).sum() / sxx)
+    if se is not None:  # known errors: s.e. from the weights alone
         return {"slope": slope, "slope_se": math.sqrt(1.0 / sxx), "n_sizes": k}
-    dx = x - x.mean()
-    sxx = float((dx ** 2).sum())
-    slope = float((dx * (y - y.mean())).sum() / sxx)
     if k < 3:
         return {"slope": slope, "slope_se": math.nan, "n_sizes": k}
     resid = y - (y.mean() + slope * dx)
