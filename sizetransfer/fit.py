@@ -8,7 +8,7 @@ A ``LightningCLI`` over :class:`~sizetransfer.module.ScoreModule` and any ``Ligh
     model:      {blocks: 2, width: 64, sigma_min: 0.05, sigma_max: 10, ...}  # ScoreModule
     data:       {class_path: IsingDataModule, init_args: {...}}
     evaluation: {probe_sigmas: [1, 2, 4, 8], ...}   # SizeExtrapolationCallback
-    generation: {sizes: [24, 64], steps: 64, ...}   # GenerationCallback (Table 5; off unless sizes)
+    generation: {sizes: [24, 64], steps: 256, ...}   # GenerationCallback (Table 5; off unless sizes)
     checkpoint: {every_n_train_steps: 250, ...}     # ModelCheckpoint (dirpath: the run directory)
     run:        {root: runs, name: null, dir: null}
     ckpt_path:  null                                # resume from a checkpoint

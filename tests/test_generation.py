@@ -164,7 +164,7 @@ def test_configs_enable_table5_sizes(isolated, capsys):
             assert not cfg["sizes"]  # no generation section: off
         else:
             assert cfg["sizes"] == [24, 64] and cfg["n_samples"] == [64, 16] and cfg["output_dir"] is None
-            assert cfg["sampler"] == "pc" and cfg["corrector_sigma_min"] == 0.1
+            assert cfg["sampler"] == "pc" and cfg["corrector_sigma_min"] == 0.1 and cfg["steps"] == 256
 
 
 def test_bad_generation_option_fails_before_anything_is_written(isolated, tmp_path, capsys, tiny):
@@ -200,3 +200,54 @@ def test_fit_writes_and_logs_generation(isolated, tmp_path, capsys, tiny):
         assert summary[f"gen/teacher_floor/L={row['L']}"] == pytest.approx(float(row["teacher_floor"]))
     assert "gen/table" in summary and "gen/observables" in summary
     assert cli.trainer.global_step == 3
+
+
+def test_generate_cli_repeats_the_fits_table_from_its_checkpoint(isolated, tmp_path, capsys, tiny):
+    """``python -m sizetransfer.generate`` on a run's checkpoint, with the run's options, gives the table the
+    fit's callback wrote (same reference samples, same reverse-process noise); other options are its own."""
+    from sizetransfer.generate import main as generate_main
+
+    cli_main(tiny + ["--trainer.max_steps", "3", "--run.name", "gen"])
+    (run_dir,) = (tmp_path / "runs" / "gen").iterdir()
+    with open(run_dir / "eval" / "step=3" / "generation.csv") as f:
+        fit_rows = list(csv.DictReader(f))
+    capsys.readouterr()
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    assert generate_main(["--ckpt", ckpt, "--no-progress"]) == 0  # every option from the run's config.yaml
+    printed = capsys.readouterr().out
+    out = run_dir / "generation"
+    assert str(out / "generation.csv") in printed and (out / "generation.png").is_file()
+    with open(out / "generation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["L"] for r in rows] == ["8", "12"] and {r["steps"] for r in rows} == {"8"}
+    for row, fit_row in zip(rows, fit_rows):  # float32 student, the same operations: equal to round-off
+        for key in ("mae", "teacher_floor", "variance_error"):
+            assert float(row[key]) == pytest.approx(float(fit_row[key]), rel=1e-5, abs=1e-7), key
+
+    other = tmp_path / "other"
+    assert generate_main(["--ckpt", ckpt, "--sizes", "12", "--n-samples", "3", "--steps", "5", "--sampler", "em",
+                          "--floor-repeats", "1", "--out", str(other), "--no-progress"]) == 0
+    results = json.loads((other / "generation.json").read_text())
+    assert results["config"]["steps"] == 5 and results["config"]["sampler"] == "em"
+    assert [r["L"] for r in results["rows"]] == [12] and results["rows"][0]["n_samples"] == 3
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--steps", "1"], "--steps must be an integer >= 2"),
+    (["--sizes", "24", "25"], "--sizes: size 25 is invalid for teacher 'simple_local'"),
+    (["--n-samples", "4", "5", "6"], "--n-samples must be an integer >= 2 or a list of them, one per size"),
+    (["--corrector-sigma-min", "0"], "--corrector-sigma-min must be > 0"),
+    (["--ckpt", "missing.ckpt"], "--ckpt: no checkpoint file at missing.ckpt"),
+])
+def test_generate_cli_bad_input_is_one_line_before_any_output(tmp_path, capsys, options, message):
+    from helpers import fake_run
+
+    from sizetransfer.generate import main as generate_main
+
+    run = fake_run(tmp_path)
+    out = tmp_path / "gen"
+    assert generate_main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out), "--no-progress",
+                          *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists() and not (run / "generation").exists()

@@ -256,7 +256,7 @@ class GenerationCallback(_EvaluationCallback):
 
     prefix, figure_key, stem, figure = "gen", "gen/observables", "generation", "generation"
 
-    def __init__(self, sizes: Sequence[int] | None = None, n_samples: int | Sequence[int] = 64, steps: int = 64,
+    def __init__(self, sizes: Sequence[int] | None = None, n_samples: int | Sequence[int] = 64, steps: int = 256,
                  sampler: str = "pc", corrector_sigma_min: float | None = 0.1,
                  sigma_max: float | None = None, sigma_min: float | None = None,
                  seed: int = 12345, floor_repeats: int = 8, output_dir: str | None = None,
