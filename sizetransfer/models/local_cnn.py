@@ -184,9 +184,10 @@ class LocalCNN(nn.Module):
             raise ValueError(f"dim must be 2 or 3, got {dim}")
         n_convs = 2 * blocks + 2
         stem_radius = int(stem_radius)
+        self.full_radius = stem_radius + n_convs - 1  # every conv after the stem 3^d, undilated
         if radius is None:
-            radius = stem_radius + n_convs - 1
-        if int(radius) != radius or not stem_radius <= radius <= stem_radius + n_convs - 1:
+            radius = self.full_radius
+        if int(radius) != radius or not stem_radius <= radius <= self.full_radius:
             raise ValueError(f"radius must be an integer in [stem_radius, stem_radius + 2*blocks+1] = "
                              f"[{stem_radius}, {stem_radius + n_convs - 1}] (the stem's radius plus one 3^d "
                              f"conv per further unit), got {radius}")
@@ -254,7 +255,7 @@ class LocalCNN(nn.Module):
             return f"{p}skip_radius={self.skip_radius}"
         if self.dilations is not None:
             return f"{p}dilations={list(self.dilations)} give receptive radius sum(dilations) = {self.radius}"
-        if self.radius != self.stem_radius + 2 * self.blocks + 1:
+        if self.radius != self.full_radius:
             return f"{p}radius={self.radius}"
         if self.stem_radius > 1:
             return (f"{p}stem_radius={self.stem_radius} and {p}blocks={self.blocks} give receptive radius "
