@@ -10,9 +10,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from dataclasses import fields
 from types import SimpleNamespace
 
 from sizetransfer.evaluation.generation import SAMPLERS, GenerationConfig
+
+
+#: Defaults where neither the command line nor the run's config gives an option: those of GenerationConfig.
+DEFAULTS = {f.name: f.default for f in fields(GenerationConfig)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,26 +28,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=int, nargs="+", help="lattice sizes L (default: the run's generation.sizes, "
                    "else the training size and the largest evaluated size)")
     p.add_argument("--n-samples", type=int, nargs="+", help="samples per size: one count, or one per size "
-                   "(default: the run's generation.n_samples, else 64)")
+                   f"(default: the run's generation.n_samples, else {DEFAULTS['n_samples']})")
     p.add_argument("--steps", type=int, help="reverse steps σ_max → σ_min, then the Tweedie step to 0 (default: "
-                   "the run's generation.steps, else 256)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="reverse sampler (default: the run's, else pc)")
+                   f"the run's generation.steps, else {DEFAULTS['steps']})")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS),
+                   help=f"reverse sampler (default: the run's, else {DEFAULTS['sampler']})")
     p.add_argument("--corrector-sigma-min", type=float, help="pc: Langevin corrector only at σ >= this "
-                   "(default: the run's, else 0.1)")
+                   f"(default: the run's, else {DEFAULTS['corrector_sigma_min']})")
     p.add_argument("--corrector-everywhere", action="store_true", help="pc: the corrector at every level")
     p.add_argument("--seed", type=int, help="seed of the reference samples and the reverse process (default: "
-                   "the run's, else 12345)")
+                   f"the run's, else {DEFAULTS['seed']})")
     p.add_argument("--floor-repeats", type=int, help="independent teacher sets of the noise floor (default: the "
-                   "run's, else 8)")
+                   f"run's, else {DEFAULTS['floor_repeats']})")
     p.add_argument("--out", help="output directory (default: <run dir>/generation)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-#: Defaults where neither the command line nor the run's config gives an option (steps: 256, as the shipped
-#: configs; 64 left a simple_local student's generated variance 10% low, docs/metrics.md).
-DEFAULTS = {"n_samples": 64, "steps": 256, "sampler": "pc", "corrector_sigma_min": 0.1, "seed": 12345,
-            "floor_repeats": 8}
 
 
 def generation_config(args, cfg: dict, train: int, eval_sizes: list[int]) -> GenerationConfig:
@@ -55,13 +57,12 @@ def generation_config(args, cfg: dict, train: int, eval_sizes: list[int]) -> Gen
         n_samples = n_samples[0]
     if isinstance(n_samples, list) and args.sizes and args.n_samples is None and len(n_samples) != len(sizes):
         n_samples = DEFAULTS["n_samples"]  # the run's per-size counts do not fit the sizes asked for
-    corrector = (None if args.corrector_everywhere else args.corrector_sigma_min
-                 if args.corrector_sigma_min is not None else run.get("corrector_sigma_min",
-                                                                      DEFAULTS["corrector_sigma_min"]))
-    options = {"sizes": sizes, "n_samples": n_samples, "corrector_sigma_min": corrector}
-    for key in ("steps", "sampler", "seed", "floor_repeats"):
+    options = {"sizes": sizes, "n_samples": n_samples}
+    for key in ("steps", "sampler", "corrector_sigma_min", "seed", "floor_repeats"):
         given = getattr(args, key)
         options[key] = given if given is not None else run.get(key, DEFAULTS[key])
+    if args.corrector_everywhere:
+        options["corrector_sigma_min"] = None
     for key in ("sigma_max", "sigma_min"):
         options[key] = run.get(key)
     try:

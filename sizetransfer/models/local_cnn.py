@@ -189,7 +189,7 @@ class LocalCNN(nn.Module):
             radius = self.full_radius
         if int(radius) != radius or not stem_radius <= radius <= self.full_radius:
             raise ValueError(f"radius must be an integer in [stem_radius, stem_radius + 2*blocks+1] = "
-                             f"[{stem_radius}, {stem_radius + n_convs - 1}] (the stem's radius plus one 3^d "
+                             f"[{stem_radius}, {self.full_radius}] (the stem's radius plus one 3^d "
                              f"conv per further unit), got {radius}")
         if stem_radius > 1 and dilations is not None:
             raise ValueError(f"dilations cannot be set with stem_radius={stem_radius} (the stem is undilated)")
