@@ -33,9 +33,10 @@ def parser() -> argparse.ArgumentParser:
                    f"the run's generation.steps, else {DEFAULTS['steps']})")
     p.add_argument("--sampler", choices=sorted(SAMPLERS),
                    help=f"reverse sampler (default: the run's, else {DEFAULTS['sampler']})")
-    p.add_argument("--corrector-sigma-min", type=float, help="pc: Langevin corrector only at σ >= this "
-                   f"(default: the run's, else {DEFAULTS['corrector_sigma_min']})")
-    p.add_argument("--corrector-everywhere", action="store_true", help="pc: the corrector at every level")
+    corrector = p.add_mutually_exclusive_group()
+    corrector.add_argument("--corrector-sigma-min", type=float, help="pc: Langevin corrector only at σ >= this "
+                           f"(default: the run's, else {DEFAULTS['corrector_sigma_min']})")
+    corrector.add_argument("--corrector-everywhere", action="store_true", help="pc: the corrector at every level")
     p.add_argument("--seed", type=int, help="seed of the reference samples and the reverse process (default: "
                    f"the run's, else {DEFAULTS['seed']})")
     p.add_argument("--floor-repeats", type=int, help="independent teacher sets of the noise floor (default: the "

@@ -231,6 +231,16 @@ def test_generate_cli_repeats_the_fits_table_from_its_checkpoint(isolated, tmp_p
     assert results["config"]["steps"] == 5 and results["config"]["sampler"] == "em"
     assert [r["L"] for r in results["rows"]] == [12] and results["rows"][0]["n_samples"] == 3
 
+    everywhere = tmp_path / "everywhere"  # the run's corrector cut (σ >= 0.1) lifted: pc at every level
+    assert generate_main(["--ckpt", ckpt, "--sizes", "12", "--n-samples", "3", "--steps", "5",
+                          "--corrector-everywhere", "--floor-repeats", "1", "--out", str(everywhere),
+                          "--no-progress"]) == 0
+    config = json.loads((everywhere / "generation.json").read_text())["config"]
+    assert config["sampler"] == "pc" and config["corrector_sigma_min"] is None
+    with pytest.raises(SystemExit):  # the two corrector options exclude each other
+        generate_main(["--ckpt", ckpt, "--corrector-everywhere", "--corrector-sigma-min", "0.2"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize("options, message", [
     (["--steps", "1"], "--steps must be an integer >= 2"),
