@@ -125,3 +125,16 @@ def test_student_bench_table(capsys):
     assert [r["what"] for r in rows] == ["site norm", "student step B=1"]
     assert all(r["baseline"] > 0 and r["now"] > 0 for r in rows)
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_ablation_rows_train_the_named_options():
+    """``python -m sizetransfer.benchmarks.ablation``: a configuration with the per-site MLP and another width
+    trains and scores, its row carries both error levels, and the table reads the rows."""
+    from sizetransfer.benchmarks.ablation import CONFIGS, RECIPE, table, train_and_score
+
+    options = {**RECIPE, "mlp_ratio": 2, "width": 8, "steps": 2, "batch_size": 2}
+    row = train_and_score(options, seed=0)
+    assert row["options"] == options and row["seed"] == 0
+    assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("rmse_0.05", "rmse_0.01"))
+    assert "recipe + per-site MLP (mlp_ratio 2), 1500 steps" in CONFIGS
+    assert table([row], {"tiny": options}).splitlines()[-1].startswith("| tiny | ")
