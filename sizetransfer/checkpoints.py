@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "global_step", "noise_seed")
 #: Model options a checkpoint must agree on with the config it is resumed under (the weights' shapes).
 ARCHITECTURE_KEYS = ("blocks", "width", "dim", "in_channels", "cond_channels", "radius", "film", "norm", "emb_width",
-                     "mlp_ratio", "global_features", "dilations", "stem_radius", "skip_radius")
+                     "mlp_ratio", "mlp_depth", "global_features", "dilations", "stem_radius", "skip_radius")
 
 
 def check_checkpoint(path: str | os.PathLike, model_options=None) -> dict:

@@ -85,6 +85,7 @@ class ScoreModule(pl.LightningModule):
             convs are 3^d, the others 1^d (:class:`~sizetransfer.models.LocalCNN`).
         antithetic: DSM with antithetic noise pairs (ε, −ε) per sample (:func:`~sizetransfer.diffusion.dsm_loss`).
         mlp_ratio: per-site MLP of width ``mlp_ratio * width`` after each block (0: none; radius unchanged).
+        mlp_depth: number of such MLPs (residual, each two 1^d units) after each block, when ``mlp_ratio`` > 0.
         global_features: k intensive lattice-mean features broadcast back as a FiLM after the input conv
             and every block (0: the local student; k > 0: the remedy student of docs/method.md, not local,
             ``receptive_radius`` is then its convolutions' radius; periodic lattices only).
@@ -111,7 +112,7 @@ class ScoreModule(pl.LightningModule):
                  objective: str = "dsm", sigma_distribution: str = "log_uniform",
                  sigma_center: float | None = None, sigma_log_std: float = 1.0, antithetic: bool = False,
                  mlp_ratio: int = 0, global_features: int = 0, dilations: list[int] | None = None,
-                 stem_radius: int = 1, skip_radius: int = 0):
+                 stem_radius: int = 1, skip_radius: int = 0, mlp_depth: int = 1):
         super().__init__()
         self.save_hyperparameters()
         if objective not in OBJECTIVES:
@@ -131,7 +132,7 @@ class ScoreModule(pl.LightningModule):
                                          sigma_data, radius=radius, film=film, norm=norm, emb_width=emb_width,
                                          mlp_ratio=mlp_ratio, global_features=global_features,
                                          dilations=dilations, stem_radius=stem_radius,
-                                         skip_radius=skip_radius)
+                                         skip_radius=skip_radius, mlp_depth=mlp_depth)
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
         # EMA inside the module (not Lightning's WeightAveraging callback, which swaps weights only around

@@ -45,6 +45,7 @@ def _chebyshev(shape, site, periodic):
                                                     (2, 2, True, {"film": "block", "norm": "none", "radius": 3}),
                                                     (1, 2, True, {"mlp_ratio": 2}),
                                                     (3, 2, True, {"radius": 4, "mlp_ratio": 2}),
+                                                    (1, 2, True, {"mlp_ratio": 1, "mlp_depth": 2}),
                                                     (1, 2, True, {"dilations": [1, 2, 4, 4]}),
                                                     (1, 2, False, {"dilations": [2, 1, 3, 1]}),
                                                     (2, 2, True, {"dilations": [1, 1, 2, 2, 3, 1], "film": "block"}),
@@ -242,6 +243,7 @@ def test_edm_preconditioning_formulas():
                                          ({"film": "all"}, "film"), ({"norm": "group"}, "norm"),
                                          ({"emb_width": 0}, "emb_width"), ({"mlp_ratio": -1}, "mlp_ratio"),
                                          ({"film": "block", "mlp_ratio": 2}, "mlp_ratio"),
+                                         ({"mlp_ratio": 1, "mlp_depth": 0}, "mlp_depth"),
                                          ({"dilations": [1, 2, 4]}, "dilations"),
                                          ({"dilations": [1, 0, 1, 1]}, "dilations"),
                                          ({"dilations": [2, 2, 2, 2]}, "leave offsets"),
@@ -272,3 +274,24 @@ def test_run_summary_names_the_stem_and_skip_with_the_lattice_dimension():
     text = describe_training(ScoreModule(blocks=1, width=4, dim=3, periodic=False, stem_radius=2), data, steps=10,
                              wall_s=1.0, resumed_from_step=None)
     assert "a 5×5×5 input stem, receptive radius R = 5 sites" in text
+
+
+def test_mlp_depth_stacks_residual_per_site_mlps():
+    """``mlp_depth`` k: k residual MLPs after each block, units (2i, 2i + 1); depth 1 keeps the keys mlp.0, mlp.1
+    (checkpoints from before the option load), and a second MLP whose last conv is zero is the depth-1 model."""
+    torch.manual_seed(0)
+    one = LocalScoreCNN(blocks=1, width=8, emb_width=8, mlp_ratio=2).double()
+    two = LocalScoreCNN(blocks=1, width=8, emb_width=8, mlp_ratio=2, mlp_depth=2).double()
+    mlp_keys = {k.split(".")[5] for k in two.state_dict() if ".mlp." in k}
+    assert {k.split(".")[5] for k in one.state_dict() if ".mlp." in k} == {"0", "1"} and mlp_keys == {"0", "1", "2", "3"}
+    for p in one.parameters():  # break the zero-initialised output so the comparison means something
+        torch.nn.init.normal_(p, std=0.2)
+    missing, unexpected = two.load_state_dict(one.state_dict(), strict=False)
+    assert not unexpected and all(".mlp.2." in k or ".mlp.3." in k for k in missing)
+    last = two.net.res[0].mlp[3]
+    torch.nn.init.normal_(two.net.res[0].mlp[2].conv.weight)
+    torch.nn.init.zeros_(last.conv.weight), torch.nn.init.zeros_(last.conv.bias)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(two(x, 0.3), one(x, 0.3))
+    torch.nn.init.normal_(last.conv.weight, std=0.1)
+    assert not torch.allclose(two(x, 0.3), one(x, 0.3))

@@ -124,21 +124,23 @@ class PreActConv(nn.Module):
 class ResidualBlock(nn.Module):
     """h + unit2(unit1(h)); kernels (k1, k2) ∈ {1, 3}, dilations (d1, d2) ≥ 1.
 
-    ``film="conv"``: units are :class:`PreActConv`; with ``mlp_ratio`` r > 0 a per-site MLP follows,
-    h + unit1ˣ¹(unit1ˣ¹(h)) with widths w → r·w → w (1^d kernels: more capacity, same radius).
+    ``film="conv"``: units are :class:`PreActConv`; with ``mlp_ratio`` r > 0 ``mlp_depth`` per-site MLPs
+    follow, each h + unit1ˣ¹(unit1ˣ¹(h)) with widths w → r·w → w (1^d kernels: more capacity and depth, same
+    radius).
     ``film="block"``: h + conv2(SiLU(FiLM(conv1(SiLU(h))))), the first recipe's block (no norm)."""
 
     def __init__(self, width: int, dim: int, periodic: bool, emb_width: int, kernels=(3, 3),
-                 film: str = "conv", norm: str = "site", mlp_ratio: int = 0, dilations=(1, 1)):
+                 film: str = "conv", norm: str = "site", mlp_ratio: int = 0, dilations=(1, 1), mlp_depth: int = 1):
         super().__init__()
         self.layout = film
         self.mlp = None
         if film == "conv":
             self.unit1 = PreActConv(width, width, dim, periodic, emb_width, kernels[0], norm, dilations[0])
             self.unit2 = PreActConv(width, width, dim, periodic, emb_width, kernels[1], norm, dilations[1])
-            if mlp_ratio:
-                self.mlp = nn.ModuleList([PreActConv(width, mlp_ratio * width, dim, periodic, emb_width, 1, norm),
-                                          PreActConv(mlp_ratio * width, width, dim, periodic, emb_width, 1, "none")])
+            if mlp_ratio:  # units 2k, 2k + 1 are the k-th MLP (depth 1: the keys mlp.0, mlp.1 of older checkpoints)
+                self.mlp = nn.ModuleList(unit for _ in range(mlp_depth) for unit in (
+                    PreActConv(width, mlp_ratio * width, dim, periodic, emb_width, 1, norm),
+                    PreActConv(mlp_ratio * width, width, dim, periodic, emb_width, 1, "none")))
         else:
             self.norm = SiteNorm() if norm == "site" else nn.Identity()
             self.conv1 = _conv(dim, width, width, periodic, kernels[0], dilations[0])
@@ -149,7 +151,9 @@ class ResidualBlock(nn.Module):
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if self.layout == "conv":
             h = h + self.unit2(self.unit1(h, emb), emb)
-            return h if self.mlp is None else h + self.mlp[1](self.mlp[0](h, emb), emb)
+            for k in range(0, 0 if self.mlp is None else len(self.mlp), 2):
+                h = h + self.mlp[k + 1](self.mlp[k](h, emb), emb)
+            return h
         y = self.film(self.conv1(self.act(self.norm(h))), emb)
         return h + self.conv2(self.act(y))
 
@@ -170,13 +174,14 @@ class LocalCNN(nn.Module):
                  radius: int | None = None, film: str = "conv", norm: str = "site",
                  emb_width: int | None = None, zero_init_output: bool | None = None, mlp_ratio: int = 0,
                  global_features: int = 0, dilations: Sequence[int] | None = None, stem_radius: int = 1,
-                 skip_radius: int = 0):
+                 skip_radius: int = 0, mlp_depth: int = 1):
         super().__init__()
         emb_width = width if emb_width is None else emb_width
         for name, value, low in (("blocks", blocks, 0), ("width", width, 1),
                                  ("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
                                  ("cond_channels", cond_channels, 0), ("emb_width", emb_width, 1),
-                                 ("mlp_ratio", mlp_ratio, 0), ("global_features", global_features, 0),
+                                 ("mlp_ratio", mlp_ratio, 0), ("mlp_depth", mlp_depth, 1),
+                                 ("global_features", global_features, 0),
                                  ("stem_radius", stem_radius, 1), ("skip_radius", skip_radius, 0)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value}")
@@ -218,7 +223,8 @@ class LocalCNN(nn.Module):
         self.noise_embed = nn.Sequential(nn.Linear(1, emb_width), nn.SiLU(), nn.Linear(emb_width, emb_width), nn.SiLU())
         self.conv_in = _conv(dim, in_channels + cond_channels, width, periodic, kernels[0], dilations[0])
         self.res = nn.ModuleList(ResidualBlock(width, dim, periodic, emb_width, kernels[1 + 2 * b: 3 + 2 * b], film,
-                                               norm, mlp_ratio, dilations[1 + 2 * b: 3 + 2 * b]) for b in range(blocks))
+                                               norm, mlp_ratio, dilations[1 + 2 * b: 3 + 2 * b], mlp_depth)
+                                 for b in range(blocks))
         if film == "conv":
             self.head = PreActConv(width, out_channels, dim, periodic, emb_width, kernels[-1], norm, dilations[-1])
             conv_out = self.head.conv
@@ -305,14 +311,15 @@ class LocalScoreCNN(nn.Module):
                  sigma_data: float = 1.0, radius: int | None = None, film: str = "conv", norm: str = "site",
                  emb_width: int | None = None, zero_init_output: bool | None = None, mlp_ratio: int = 0,
                  global_features: int = 0, dilations: Sequence[int] | None = None, stem_radius: int = 1,
-                 skip_radius: int = 0):
+                 skip_radius: int = 0, mlp_depth: int = 1):
         super().__init__()
         if out_channels != in_channels:
             raise ValueError(f"out_channels must equal in_channels ({in_channels}) for a score, "
                              f"got {out_channels}")
         self.denoiser = EDMPrecond(LocalCNN(blocks, width, dim, periodic, in_channels, out_channels,
                                             cond_channels, radius, film, norm, emb_width, zero_init_output,
-                                            mlp_ratio, global_features, dilations, stem_radius, skip_radius),
+                                            mlp_ratio, global_features, dilations, stem_radius, skip_radius,
+                                            mlp_depth),
                                    sigma_data)
 
     @property
