@@ -23,7 +23,7 @@ import torch
 #: The first recipe (issue 11's student and loop): no norm, one FiLM per block, log-uniform σ.
 FIRST_RECIPE = dict(teacher="simple_local", train_size=24, eval_size=24, batch_size=16, steps=1500, blocks=1,
                     radius=None, width=64, emb_width=None, film="block", norm="none", mlp_ratio=0, mlp_depth=1,
-                    lr=1e-3, warmup_steps=50, ema_decay=0.998, sigma_min=0.01, sigma_max=1.0,
+                    stem_radius=1, lr=1e-3, warmup_steps=50, ema_decay=0.998, sigma_min=0.01, sigma_max=1.0,
                     sigma_distribution="log_uniform", sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm")
 
 #: The prototype student of the students issue: site norm, FiLM before every conv, zero-init output.
@@ -51,12 +51,14 @@ CONFIGS = {
     "recipe + lr 1e-2, 1500 steps": {**RECIPE, "lr": 1e-2},
     "recipe + per-site MLP (mlp_ratio 2), 1500 steps": {**RECIPE, "mlp_ratio": 2},
     "recipe + width 32, 1500 steps": {**RECIPE, "width": 32},
-    "recipe + width 96, 1500 steps": {**RECIPE, "width": 96},
     "recipe + mlp_ratio 4, 1500 steps": {**RECIPE, "mlp_ratio": 4},
     "recipe + depth at radius 4 (B = 3, radius 4: 1x1 convs after the 4th), 1500 steps": {**RECIPE, "blocks": 3,
                                                                                         "radius": 4},
     "recipe + two per-site MLPs (mlp_ratio 1, mlp_depth 2), 1500 steps": {**RECIPE, "mlp_ratio": 1, "mlp_depth": 2},
-    "recipe + two per-site MLPs (mlp_ratio 2, mlp_depth 2), 1500 steps": {**RECIPE, "mlp_ratio": 2, "mlp_depth": 2},
+    "recipe + 5x5 stem and 1x1 output conv (stem_radius 2, radius 4), 1500 steps": {**RECIPE, "stem_radius": 2,
+                                                                                   "radius": 4},
+    "recipe + 5x5 stem, 1x1 output conv + mlp_ratio 2, 1500 steps": {**RECIPE, "stem_radius": 2, "radius": 4,
+                                                                     "mlp_ratio": 2},
     "recipe + width 32, 4500 steps": {**RECIPE, "width": 32, "steps": 4500},
     "recipe + width 32 + mlp_ratio 2, 4500 steps": {**RECIPE, "width": 32, "mlp_ratio": 2, "steps": 4500},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
@@ -78,7 +80,8 @@ def train_and_score(options: dict, seed: int) -> dict:
     torch.manual_seed(seed)
     teacher = make_teacher(o["teacher"], seed=0)
     model = LocalScoreCNN(blocks=o["blocks"], width=o["width"], radius=o["radius"], film=o["film"], norm=o["norm"],
-                          emb_width=o["emb_width"], mlp_ratio=o["mlp_ratio"], mlp_depth=o["mlp_depth"])
+                          emb_width=o["emb_width"], mlp_ratio=o["mlp_ratio"], mlp_depth=o["mlp_depth"],
+                          stem_radius=o["stem_radius"])
     ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(o["ema_decay"], True), use_buffers=True)
     noise = VENoise(o["sigma_min"], o["sigma_max"], o["sigma_distribution"], o["sigma_center"], o["sigma_log_std"])
     opt = torch.optim.Adam(model.parameters(), lr=o["lr"])
