@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from types import SimpleNamespace
 
 from sizetransfer.evaluation.generation import SAMPLERS, GenerationConfig
@@ -44,8 +44,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: <run dir>/generation)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
-
-
 
 
 def generation_config(args, cfg: dict, train: int, eval_sizes: list[int]) -> GenerationConfig:
