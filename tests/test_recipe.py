@@ -130,9 +130,15 @@ def test_student_bench_table(capsys):
 def test_ablation_rows_train_the_named_options():
     """``python -m sizetransfer.benchmarks.ablation``: a configuration with the per-site MLP and another width
     trains and scores, its row carries both error levels, and the table reads the rows."""
-    from sizetransfer.benchmarks.ablation import CONFIGS, RECIPE, table, train_and_score
+    from sizetransfer.benchmarks.ablation import CONFIGS, RECIPE, build_student, table, train_and_score
+    from sizetransfer.models import LocalScoreCNN
 
     options = {**RECIPE, "mlp_ratio": 2, "width": 8, "steps": 2, "batch_size": 2}
+    # The options reach the student: its weights have the shapes of the student built with them directly.
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    direct = LocalScoreCNN(blocks=1, width=8, mlp_ratio=2, film="conv", norm="site", emb_width=128)
+    assert shapes(build_student(options)) == shapes(direct)
+    assert shapes(build_student({**options, "mlp_ratio": 0})) != shapes(direct)
     row = train_and_score(options, seed=0)
     assert row["options"] == options and row["seed"] == 0
     assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("rmse_0.05", "rmse_0.01"))

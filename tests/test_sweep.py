@@ -64,7 +64,21 @@ def test_run_keys_and_arguments(tmp_path, write_spec):
     assert runs[0].values == {"teacher": "simple_local", "blocks": 1, "seed": 3}
 
 
+def test_tied_option_takes_its_grid_value_outside_the_key(tmp_path, write_spec):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"model.radius": [4, 8], "seed": [0]},
+                                tied={"model.skip_radius": "model.radius"}))
+    runs = expand(spec)
+    assert [r.key for r in runs] == ["radius=4-seed=0", "radius=8-seed=0"]
+    for run, radius in zip(runs, ("4", "8")):
+        pairs = dict(zip(run.args[2::2], run.args[3::2]))
+        assert pairs["--model.radius"] == pairs["--model.skip_radius"] == radius
+
+
 @pytest.mark.parametrize("changes, message", [
+    ({"tied": {"model.skip_radius": "model.radius"}}, "tied.model.skip_radius"),
+    ({"tied": {"model.blocks": "seed"}}, "tied.model.blocks"),
+    ({"tied": {"data.init_args.teacher": "data.init_args.teacher"}}, "already set"),
+    ({"tied": ["model.radius"]}, "tied must be a mapping"),
     ({"grdi": {}}, "grdi"),
     ({"grid": {}}, "grid"),
     ({"grid": {"model.blocks": []}}, "grid.model.blocks"),

@@ -59,9 +59,21 @@ CONFIGS = {
                                                                      "mlp_ratio": 2},
     "recipe + width 32, 4500 steps": {**RECIPE, "width": 32, "steps": 4500},
     "recipe + width 32 + mlp_ratio 2, 4500 steps": {**RECIPE, "width": 32, "mlp_ratio": 2, "steps": 4500},
+    "recipe, batch 8, 3000 steps (same samples, 2x the updates)": {**RECIPE, "batch_size": 8, "steps": 3000},
+    "recipe, batch 4, 6000 steps (same samples, 4x the updates)": {**RECIPE, "batch_size": 4, "steps": 6000},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
     "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
 }
+
+
+def build_student(options: dict):
+    """The configuration's student (FIRST_RECIPE updated by ``options``), a ``LocalScoreCNN``."""
+    from sizetransfer.models import LocalScoreCNN
+
+    o = {**FIRST_RECIPE, **options}
+    return LocalScoreCNN(blocks=o["blocks"], width=o["width"], radius=o["radius"], film=o["film"], norm=o["norm"],
+                         emb_width=o["emb_width"], mlp_ratio=o["mlp_ratio"], mlp_depth=o["mlp_depth"],
+                         stem_radius=o["stem_radius"])
 
 
 def train_and_score(options: dict, seed: int) -> dict:
@@ -69,7 +81,6 @@ def train_and_score(options: dict, seed: int) -> dict:
     from torch.optim.swa_utils import AveragedModel
 
     from sizetransfer.diffusion import VENoise, dsm_loss, exact_score_loss
-    from sizetransfer.models import LocalScoreCNN
     from sizetransfer.module import ema_multi_avg_fn, warmup_cosine
     from sizetransfer.teachers import make_teacher
 
@@ -77,9 +88,7 @@ def train_and_score(options: dict, seed: int) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     teacher = make_teacher(o["teacher"], seed=0)
-    model = LocalScoreCNN(blocks=o["blocks"], width=o["width"], radius=o["radius"], film=o["film"], norm=o["norm"],
-                          emb_width=o["emb_width"], mlp_ratio=o["mlp_ratio"], mlp_depth=o["mlp_depth"],
-                          stem_radius=o["stem_radius"])
+    model = build_student(options)
     ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(o["ema_decay"], True), use_buffers=True)
     noise = VENoise(o["sigma_min"], o["sigma_max"], o["sigma_distribution"], o["sigma_center"], o["sigma_log_std"])
     opt = torch.optim.Adam(model.parameters(), lr=o["lr"])

@@ -256,10 +256,13 @@ class GenerationCallback(_EvaluationCallback):
 
     prefix, figure_key, stem, figure = "gen", "gen/observables", "generation", "generation"
 
-    def __init__(self, sizes: Sequence[int] | None = None, n_samples: int | Sequence[int] = 64, steps: int = 256,
-                 sampler: str = "pc", corrector_sigma_min: float | None = 0.1,
-                 sigma_max: float | None = None, sigma_min: float | None = None,
-                 seed: int = 12345, floor_repeats: int = 8, output_dir: str | None = None,
+    # The defaults are GenerationConfig's (one place), spelled in the signature for LightningCLI.
+    def __init__(self, sizes: Sequence[int] | None = None, n_samples: int | Sequence[int] = GenerationConfig.n_samples,
+                 steps: int = GenerationConfig.steps, sampler: str = GenerationConfig.sampler,
+                 corrector_sigma_min: float | None = GenerationConfig.corrector_sigma_min,
+                 sigma_max: float | None = GenerationConfig.sigma_max, sigma_min: float | None = GenerationConfig.sigma_min,
+                 seed: int = GenerationConfig.seed, floor_repeats: int = GenerationConfig.floor_repeats,
+                 output_dir: str | None = None,
                  log_table: bool = True, log_image: bool = True, progress: bool = True) -> None:
         super().__init__()
         self.config = GenerationConfig(sizes=sizes or (), n_samples=n_samples, steps=steps, sampler=sampler,

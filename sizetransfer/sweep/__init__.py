@@ -14,6 +14,7 @@ A sweep config (YAML)::
       model.blocks: [1, 2, 3]
       seed: [0, 1, 2]                     # special: seed_everything and data.init_args.seed
     overrides: {trainer.max_steps: 1500}  # optional fixed fit options of every run
+    tied: {model.skip_radius: model.blocks}  # optional: an option that takes a grid option's value
     figures: [radius]                     # analysis kinds drawn at the end (sizetransfer.analysis)
 
 The run key joins ``<axis>=<value>`` over the grid axes with ``-`` (axis = last component of the

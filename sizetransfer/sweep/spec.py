@@ -16,7 +16,7 @@ from sizetransfer.atomic import atomic_write
 
 #: Keys of a sweep config and whether they are required.
 SPEC_KEYS = {"name": True, "fit_config": True, "grid": True, "root": False, "overrides": False,
-             "figures": False, "description": False}
+             "tied": False, "figures": False, "description": False}
 
 
 #: Analysis kinds a sweep may draw (``sizetransfer.analysis``).
@@ -65,6 +65,7 @@ class SweepSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     description: str = ""
+    tied: dict[str, str] = field(default_factory=dict)   # fit option -> the grid option whose value it takes
 
     @property
     def sweep_dir(self) -> Path:
@@ -139,20 +140,34 @@ def load_spec(path: str | os.PathLike, *, root: str | None = None,
     clash = sorted(set(fixed) & set(grid))
     if clash:
         raise SweepError(f"option(s) {clash} appear both in grid and overrides")
+    tied = raw.get("tied") or {}
+    if not isinstance(tied, dict):
+        raise SweepError(f"tied must be a mapping fit option -> grid option (e.g. model.skip_radius: model.radius), "
+                         f"got {tied!r}")
+    for option, source in tied.items():
+        if source not in grid or source == SEED_AXIS:
+            raise SweepError(f"tied.{option}: {source!r} is not an option of the grid; allowed: "
+                             f"{[g for g in grid if g != SEED_AXIS]}")
+        if option in grid or option in fixed or option == SEED_AXIS:
+            raise SweepError(f"tied.{option}: the option is already set by the grid or the overrides")
     return SweepSpec(name=name, fit_config=str(raw["fit_config"]), grid={k: list(v) for k, v in grid.items()},
                      root=str(root if root is not None else raw.get("root", "runs/sweeps")),
-                     overrides=fixed, figures=figures, description=str(raw.get("description", "")))
+                     overrides=fixed, figures=figures, description=str(raw.get("description", "")),
+                     tied={str(k): str(v) for k, v in tied.items()})
 
 
 def expand(spec: SweepSpec) -> list[Run]:
-    """The grid points in order (cartesian product, last axis fastest)."""
+    """The grid points in order (cartesian product, last axis fastest). A ``tied`` option takes its grid
+    option's value at every point and does not enter the run key."""
     runs = []
     options = list(spec.grid)
     for combo in itertools.product(*(spec.grid[o] for o in options)):
         values = {short_name(o): v for o, v in zip(options, combo)}
         key = "-".join(f"{short_name(o)}={_format(v)}" for o, v in zip(options, combo))
         args = ["--config", spec.fit_config]
-        for option, value in list(spec.overrides.items()) + list(zip(options, combo)):
+        point = dict(zip(options, combo))
+        tied = [(option, point[source]) for option, source in spec.tied.items()]
+        for option, value in list(spec.overrides.items()) + list(point.items()) + tied:
             if option == SEED_AXIS:
                 args += ["--seed_everything", _format(value), "--data.init_args.seed", _format(value)]
             else:
