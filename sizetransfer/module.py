@@ -71,6 +71,8 @@ class ScoreModule(pl.LightningModule):
         sigma_distribution, sigma_center, sigma_log_std: σ ~ log-uniform[sigma_min, sigma_max]
             (``"log_uniform"``) or log σ ~ N(log sigma_center, sigma_log_std²) truncated to that range
             (``"log_normal"``; :class:`~sizetransfer.diffusion.VENoise`).
+        sigma_stratified: draw a batch's σ one per equal-probability stratum (same law, lower variance
+            of the loss over σ; ``VENoise(stratified=True)``).
         lr: peak Adam learning rate; weight_decay: Adam's L2 penalty.
         warmup_steps: linear warm-up from 0 to ``lr``; then cosine decay to 0 at ``trainer.max_steps``
             (a run shorter than the warm-up warms up over ``max_steps // 10`` steps, with a notice).
@@ -112,13 +114,14 @@ class ScoreModule(pl.LightningModule):
                  objective: str = "dsm", sigma_distribution: str = "log_uniform",
                  sigma_center: float | None = None, sigma_log_std: float = 1.0, antithetic: bool = False,
                  mlp_ratio: int = 0, global_features: int = 0, dilations: list[int] | None = None,
-                 stem_radius: int = 1, skip_radius: int = 0, mlp_depth: int = 1):
+                 stem_radius: int = 1, skip_radius: int = 0, mlp_depth: int = 1, sigma_stratified: bool = False):
         super().__init__()
         self.save_hyperparameters()
         if objective not in OBJECTIVES:
             raise ValueError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
         try:
-            self.noise = VENoise(sigma_min, sigma_max, sigma_distribution, sigma_center, sigma_log_std)
+            self.noise = VENoise(sigma_min, sigma_max, sigma_distribution, sigma_center, sigma_log_std,
+                                 stratified=sigma_stratified)
         except ValueError as err:
             raise ValueError(f"model.{err}" if str(err).startswith("sigma_") else f"model: {err}") from None
         for name, value, ok in (("lr", lr, lr > 0), ("weight_decay", weight_decay, weight_decay >= 0),

@@ -38,6 +38,33 @@ def test_sample_sigma_is_log_uniform():
     assert torch.equal(s, again)
 
 
+@pytest.mark.parametrize("distribution", ["log_uniform", "log_normal"])
+def test_stratified_sigma_has_one_level_per_stratum_and_the_same_law(distribution):
+    """Stratified draws: level i of a batch lies in the i-th equal-probability stratum, so a batch's
+    CDF values are one per [i/n, (i+1)/n); pooled over batches they are uniform like plain draws."""
+    plain = VENoise(0.01, 1.0, distribution, sigma_center=0.05)
+    strat = VENoise(0.01, 1.0, distribution, sigma_center=0.05, stratified=True)
+    gen, n, batches = torch.Generator().manual_seed(0), 8, 2500
+    s = torch.stack([strat.sample_sigma(n, generator=gen, dtype=torch.float64) for _ in range(batches)])
+    # CDF of the (truncated) law at s, by the inverse of sample_sigma's map u -> σ
+    if distribution == "log_uniform":
+        u = (s.log() - math.log(0.01)) / math.log(100.0)
+    else:
+        cdf = lambda v: 0.5 * math.erfc(-(v - math.log(0.05)) / math.sqrt(2))  # noqa: E731
+        lo, hi = cdf(math.log(0.01)), cdf(math.log(1.0))
+        u = (torch.special.ndtr(s.log() - math.log(0.05)) - lo) / (hi - lo)
+    stratum = torch.floor(u * n - 1e-9).clamp(0, n - 1)
+    assert torch.equal(stratum, torch.arange(n, dtype=u.dtype).expand_as(stratum))
+    m = u.numel()
+    assert abs(u.mean().item() - 0.5) < 4 * math.sqrt(1 / 12 / m)
+    assert abs((u < 0.3).double().mean().item() - 0.3) < 4 * math.sqrt(0.3 * 0.7 / m)
+    # the batch mean of a smooth function of σ varies much less than with independent draws
+    f = lambda b: b.log().mean(1)  # noqa: E731
+    p = torch.stack([plain.sample_sigma(n, generator=gen, dtype=torch.float64) for _ in range(batches)])
+    assert f(s).var() < 0.1 * f(p).var()
+    assert "stratified=True" in repr(strat)
+
+
 def test_perturb_and_schedule():
     noise = VENoise(0.05, 20.0)
     x0, eps = torch.ones(3, 1, 4, 4), torch.randn(3, 1, 4, 4)

@@ -24,7 +24,8 @@ import torch
 FIRST_RECIPE = dict(teacher="simple_local", train_size=24, eval_size=24, batch_size=16, steps=1500, blocks=1,
                     radius=None, width=64, emb_width=None, film="block", norm="none", mlp_ratio=0, mlp_depth=1,
                     stem_radius=1, lr=1e-3, warmup_steps=50, ema_decay=0.998, sigma_min=0.01, sigma_max=1.0,
-                    sigma_distribution="log_uniform", sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm")
+                    sigma_distribution="log_uniform", sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm",
+                    sigma_stratified=False)
 
 #: The prototype student of the students issue: site norm, FiLM before every conv, zero-init output.
 STUDENT = dict(film="conv", norm="site")
@@ -61,6 +62,9 @@ CONFIGS = {
     "recipe + width 32 + mlp_ratio 2, 4500 steps": {**RECIPE, "width": 32, "mlp_ratio": 2, "steps": 4500},
     "recipe, batch 8, 3000 steps (same samples, 2x the updates)": {**RECIPE, "batch_size": 8, "steps": 3000},
     "recipe, batch 4, 6000 steps (same samples, 4x the updates)": {**RECIPE, "batch_size": 4, "steps": 6000},
+    "recipe + stratified σ (one level per stratum of the batch), 1500 steps": {**RECIPE, "sigma_stratified": True},
+    "recipe, train L = 12, batch 64 (same sites, 4x the σ draws), 1500 steps": {**RECIPE, "train_size": 12,
+                                                                              "batch_size": 64},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
     "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
 }
@@ -90,7 +94,8 @@ def train_and_score(options: dict, seed: int) -> dict:
     teacher = make_teacher(o["teacher"], seed=0)
     model = build_student(options)
     ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(o["ema_decay"], True), use_buffers=True)
-    noise = VENoise(o["sigma_min"], o["sigma_max"], o["sigma_distribution"], o["sigma_center"], o["sigma_log_std"])
+    noise = VENoise(o["sigma_min"], o["sigma_max"], o["sigma_distribution"], o["sigma_center"], o["sigma_log_std"],
+                    stratified=o["sigma_stratified"])
     opt = torch.optim.Adam(model.parameters(), lr=o["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(o["warmup_steps"], o["steps"]))
     noise_gen, data_gen = torch.Generator().manual_seed(1000 + seed), torch.Generator().manual_seed(2000 + seed)

@@ -33,6 +33,9 @@ class VENoise:
     ``distribution="log_uniform"``: log σ uniform on [log σ_min, log σ_max] (the paper's).
     ``"log_normal"``: log σ ~ N(log ``sigma_center``, ``log_std``²) truncated to [σ_min, σ_max]
     (EDM's choice), which puts the training signal where the evaluation is (low σ).
+    ``stratified=True`` draws a batch's n levels one from each of n equal-probability strata
+    (u_i = (i + v_i)/n, v_i uniform; VDM's low-discrepancy sampler): every level is still distributed as
+    above, and the batch covers the σ range evenly, which lowers the variance of the loss over σ.
     Plain object (no parameters); all tensors follow the data's (n, channels, *lattice) layout,
     σ is one value per sample, shape (n,).
     """
@@ -40,7 +43,7 @@ class VENoise:
     DISTRIBUTIONS = ("log_uniform", "log_normal")
 
     def __init__(self, sigma_min: float, sigma_max: float, distribution: str = "log_uniform",
-                 sigma_center: float | None = None, log_std: float = 1.0):
+                 sigma_center: float | None = None, log_std: float = 1.0, stratified: bool = False):
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not sigma_min > 0:
             raise ValueError(f"sigma_min must be > 0, got sigma_min={sigma_min}")
@@ -58,16 +61,21 @@ class VENoise:
             raise ValueError(f"sigma_log_std must be > 0, got {log_std}")
         self.sigma_min, self.sigma_max, self.distribution = sigma_min, sigma_max, distribution
         self.sigma_center, self.log_std = float(sigma_center), float(log_std)
+        self.stratified = bool(stratified)
 
     def __repr__(self) -> str:
         extra = (f", distribution='log_normal', sigma_center={self.sigma_center}, log_std={self.log_std}"
                  if self.distribution == "log_normal" else "")
+        extra += ", stratified=True" if self.stratified else ""
         return f"VENoise(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}{extra})"
 
     def sample_sigma(self, n: int, *, generator: torch.Generator | None = None, device=None,
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(n,) training noise levels drawn from the distribution (one uniform draw each)."""
+        """(n,) training noise levels drawn from the distribution (one uniform draw each; with
+        ``stratified``, level i from the i-th of n equal-probability strata, in increasing order)."""
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        if self.stratified:
+            u = (torch.arange(n, device=device, dtype=torch.float64) + u) / n
         log_min, log_max = math.log(self.sigma_min), math.log(self.sigma_max)
         if self.distribution == "log_uniform":
             return torch.exp(log_min + u * (log_max - log_min)).to(dtype)
