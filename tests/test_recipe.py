@@ -74,6 +74,13 @@ def test_log_normal_sigma_distribution():
     assert float(s.log().std()) < 0.8
 
 
+def test_module_passes_sigma_stratified_to_its_noise():
+    from sizetransfer.module import ScoreModule
+
+    assert ScoreModule(width=8, sigma_stratified=True).noise.stratified
+    assert not ScoreModule(width=8).noise.stratified
+
+
 @pytest.mark.parametrize("kwargs,name", [({"objective": "score"}, "model.objective"),
                                          ({"sigma_distribution": "uniform"}, "model.sigma_distribution"),
                                          ({"sigma_center": 5.0}, "model.sigma_center"),
