@@ -14,10 +14,10 @@ A sweep config (YAML)::
       model.blocks: [1, 2, 3]
       seed: [0, 1, 2]                     # special: seed_everything and data.init_args.seed
     overrides: {trainer.max_steps: 1500}  # optional fixed fit options of every run
-    tied: {model.skip_radius: model.blocks}  # optional: an option that takes a grid option's value
     figures: [radius]                     # analysis kinds drawn at the end (sizetransfer.analysis)
 
-The run key joins ``<axis>=<value>`` over the grid axes with ``-`` (axis = last component of the
+An optional ``tied: {model.skip_radius: model.radius}`` gives a fit option the value of a grid option
+at every point (it does not enter the run key). The run key joins ``<axis>=<value>`` over the grid axes with ``-`` (axis = last component of the
 option path), e.g. ``teacher=medium_range-blocks=1-seed=0``. A run is *finished* when its
 ``eval/step=<max_steps>/metrics.csv`` exists. Outputs in ``<root>/<name>/``: the run directories,
 ``logs/<key>.log`` (each fit's output), ``launch.yaml`` (the ``--override`` options of the first

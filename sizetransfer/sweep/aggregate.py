@@ -102,7 +102,8 @@ def log_to_wandb(spec: SweepSpec, tables: dict[str, Path], figures: list[Path]) 
     table_rows = {f"sweep/{name}": _read_csv(path) for name, path in tables.items()}
     return log_aggregate_run(
         run_id=run_id, name=f"{spec.name}/aggregate", group=spec.name, directory=spec.sweep_dir,
-        config={"sweep": spec.name, "fit_config": spec.fit_config, "grid": spec.grid, "overrides": spec.overrides},
+        config={"sweep": spec.name, "fit_config": spec.fit_config, "grid": spec.grid, "overrides": spec.overrides,
+                "tied": spec.tied},
         tables={key: (list(rows[0]), rows) for key, rows in table_rows.items() if rows},
         images={f"sweep/figures/{path.stem}": path for path in figures if path.suffix == ".png"})
 
