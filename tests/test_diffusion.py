@@ -243,3 +243,25 @@ def test_antithetic_dsm_is_unbiased_and_removes_low_sigma_gradient_noise():
     assert g_anti.std() < 0.2 * g_plain.std()
     # and both estimate the same mean gradient (within 4 SE of the plain one)
     assert abs(g_plain.mean() - g_anti.mean()) < 4 * g_plain.std() / len(g_plain) ** 0.5
+
+
+def test_noise_draws_repeat_each_sample_with_independent_noise():
+    """noise_draws = K: the loss is the plain DSM loss of the batch with every sample repeated K times
+    (same generator stream), so σ and ε are drawn independently per copy; with antithetic each copy is a pair."""
+    x0 = torch.randn(3, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    noise = VENoise(0.01, 1.0)
+    model = lambda x, s, c: -0.7 * x  # noqa: E731
+    for antithetic in (False, True):
+        loss, per, sigma = dsm_loss(model, x0, noise, generator=torch.Generator().manual_seed(3), noise_draws=2,
+                                    antithetic=antithetic)
+        ref = dsm_loss(model, x0.repeat_interleave(2, 0), noise, generator=torch.Generator().manual_seed(3),
+                       antithetic=antithetic)
+        assert per.shape == (12 if antithetic else 6,) and torch.equal(sigma, ref[2])
+        assert torch.equal(loss, ref[0]) and torch.equal(per, ref[1])
+        assert sigma[0] != sigma[1]  # the two copies of sample 0 have their own σ
+    fixed = dsm_loss(model, x0, noise, generator=torch.Generator().manual_seed(3), noise_draws=3,
+                     sigma=torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))[2]
+    assert torch.equal(fixed, torch.tensor([0.1] * 3 + [0.2] * 3 + [0.3] * 3, dtype=torch.float64))
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="noise_draws"):
+            dsm_loss(model, x0, noise, noise_draws=bad)

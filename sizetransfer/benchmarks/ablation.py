@@ -25,7 +25,7 @@ FIRST_RECIPE = dict(teacher="simple_local", train_size=24, eval_size=24, batch_s
                     radius=None, width=64, emb_width=None, film="block", norm="none", mlp_ratio=0, mlp_depth=1,
                     stem_radius=1, lr=1e-3, warmup_steps=50, ema_decay=0.998, sigma_min=0.01, sigma_max=1.0,
                     sigma_distribution="log_uniform", sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm",
-                    sigma_stratified=False)
+                    sigma_stratified=False, noise_draws=1)
 
 #: The prototype student of the students issue: site norm, FiLM before every conv, zero-init output.
 STUDENT = dict(film="conv", norm="site")
@@ -65,6 +65,9 @@ CONFIGS = {
     "recipe + stratified σ (one level per stratum of the batch), 1500 steps": {**RECIPE, "sigma_stratified": True},
     "recipe, train L = 12, batch 64 (same sites, 4x the σ draws), 1500 steps": {**RECIPE, "train_size": 12,
                                                                               "batch_size": 64},
+    "recipe, batch 8 x 2 noise draws per sample (same compute, half the samples), 1500 steps": {
+        **RECIPE, "batch_size": 8, "noise_draws": 2},
+    "recipe, batch 16 x 2 noise draws per sample (2x compute), 1500 steps": {**RECIPE, "noise_draws": 2},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
     "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
 }
@@ -105,7 +108,8 @@ def train_and_score(options: dict, seed: int) -> dict:
         if o["objective"] == "exact_score":
             loss, _, _ = exact_score_loss(model, x0.float(), teacher.score(x0).float(), noise, generator=noise_gen)
         else:
-            loss, _, _ = dsm_loss(model, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"])
+            loss, _, _ = dsm_loss(model, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"],
+                                  noise_draws=o["noise_draws"])
         opt.zero_grad()
         loss.backward()
         opt.step()

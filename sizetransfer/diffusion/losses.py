@@ -8,7 +8,7 @@ from .noise import VENoise, expand_sigma
 
 def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Tensor | None = None,
              mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             sigma: torch.Tensor | None = None, antithetic: bool = False):
+             sigma: torch.Tensor | None = None, antithetic: bool = False, noise_draws: int = 1):
     """DSM loss ``|| σ s_θ(x0 + σ ε, σ) + ε ||²`` averaged over sites and channels.
 
     model: ``model(x, sigma, cond) -> score``, x (n, C, *lattice), sigma (n,).
@@ -19,9 +19,22 @@ def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Ten
     antithetic: every sample is noised twice, with ε and −ε at the same σ (a batch of 2n; unbiased,
     since −ε ~ N(0, I) too). The O(σ) noise term of the gradient, ε ∂_θ s_θ, then cancels between
     the pair to first order in σ, which removes most of DSM's variance at low σ (docs/training.md).
+    noise_draws: K ≥ 1 independent (σ, ε) draws per sample (each an antithetic pair when ``antithetic``):
+    the sample is repeated K times before the noise levels are drawn, so one teacher sample buys K noisy
+    copies (K× the student's compute, the same teacher samples; a given ``sigma`` is repeated too).
     Returns ``(loss, per_sample, sigma)``: the scalar loss (sum over the batch of masked squared
-    errors / number of masked entries), the per-sample mean and the σ used ((n,), or (2n,) when antithetic).
+    errors / number of masked entries), the per-sample mean and the σ used ((Kn,), or (2Kn,) when antithetic).
     """
+    if int(noise_draws) != noise_draws or noise_draws < 1:
+        raise ValueError(f"noise_draws must be an integer >= 1, got {noise_draws}")
+    if noise_draws > 1:
+        k = int(noise_draws)
+        x0 = x0.repeat_interleave(k, 0)
+        cond = None if cond is None else cond.repeat_interleave(k, 0)
+        mask = None if mask is None else mask.repeat_interleave(k, 0)
+        if sigma is not None:
+            sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
+            sigma = sigma if sigma.dim() == 0 else sigma.repeat_interleave(k, 0)
     sigma = _noise_levels(x0, noise_process, sigma, generator)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     if antithetic:
