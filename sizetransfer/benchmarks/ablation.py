@@ -65,6 +65,8 @@ CONFIGS = {
     "recipe + stratified σ (one level per stratum of the batch), 1500 steps": {**RECIPE, "sigma_stratified": True},
     "recipe, train L = 12, batch 64 (same sites, 4x the σ draws), 1500 steps": {**RECIPE, "train_size": 12,
                                                                               "batch_size": 64},
+    "recipe + width 32 + mlp_ratio 2, 9000 steps (the 15 CPU-minute budget)": {**RECIPE, "width": 32, "mlp_ratio": 2,
+                                                                             "steps": 9000},
     "recipe, batch 8 x 2 noise draws per sample (same compute, half the samples), 1500 steps": {
         **RECIPE, "batch_size": 8, "noise_draws": 2},
     "recipe, batch 16 x 2 noise draws per sample (2x compute), 1500 steps": {**RECIPE, "noise_draws": 2},
