@@ -28,13 +28,9 @@ def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Ten
     if int(noise_draws) != noise_draws or noise_draws < 1:
         raise ValueError(f"noise_draws must be an integer >= 1, got {noise_draws}")
     if noise_draws > 1:
-        k = int(noise_draws)
-        x0 = x0.repeat_interleave(k, 0)
-        cond = None if cond is None else cond.repeat_interleave(k, 0)
-        mask = None if mask is None else mask.repeat_interleave(k, 0)
-        if sigma is not None:
-            sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
-            sigma = sigma if sigma.dim() == 0 else sigma.repeat_interleave(k, 0)
+        repeat = lambda t: None if t is None else t.repeat_interleave(int(noise_draws), 0)  # noqa: E731
+        sigma = None if sigma is None else repeat(_noise_levels(x0, noise_process, sigma, generator))
+        x0, cond, mask = repeat(x0), repeat(cond), repeat(mask)
     sigma = _noise_levels(x0, noise_process, sigma, generator)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     if antithetic:
