@@ -80,6 +80,23 @@ def test_parse_run_key():
     assert an.parse_run_key("figures") == {}
 
 
+def test_radius_table_by_dilations(tmp_path):
+    """A sweep whose radius axis is ``model.dilations`` (list values): rows per receptive radius, the
+    dilations are not a cell of the table (as ``blocks`` and ``radius`` are not)."""
+    frames = an.load_sweep(write_fdlf_sweep(tmp_path / "radius", sizes=(32, 64), train_size=32))
+    spelled = {1: "[1, 1, 1, 1, 0, 0, 0, 0]", 2: "[1, 2, 2, 3, 0, 0, 0, 0]"}
+    for name in ("runs", "results"):
+        attrs = frames[name].attrs
+        frames[name] = frames[name].rename(columns={"blocks": "dilations"})
+        frames[name]["dilations"] = frames[name]["dilations"].map(spelled)
+        frames[name].attrs = attrs
+    frames["runs"].attrs["axes"] = ["teacher", "dilations", "seed"]
+    t = an.radius_table(frames)
+    assert list(t["receptive_radius"]) == [4, 6, 4, 6] and "dilations" not in t
+    mu, _ = mean_sem([fdlf_value("rmse_sigma0.05", "complex_long", 2, s, 64) for s in (0, 1, 2)])
+    assert t["rmse_sigma0.05_mean"].iloc[3] == pytest.approx(mu, rel=1e-12)
+
+
 def test_radius_table_exact(tmp_path):
     frames = an.load_sweep(write_fdlf_sweep(tmp_path / "radius", sizes=(32, 64), train_size=32))
     assert an.axes(frames) == ["teacher", "blocks", "seed"]

@@ -49,6 +49,8 @@ def _chebyshev(shape, site, periodic):
                                                     (1, 2, True, {"dilations": [1, 2, 4, 4]}),
                                                     (1, 2, False, {"dilations": [2, 1, 3, 1]}),
                                                     (2, 2, True, {"dilations": [1, 1, 2, 2, 3, 1], "film": "block"}),
+                                                    (3, 2, True, {"dilations": [1, 2, 2, 3, 0, 0, 0, 0]}),
+                                                    (1, 2, False, {"dilations": [0, 1, 0, 2]}),
                                                     (2, 2, True, {"stem_radius": 3}),
                                                     (2, 2, True, {"stem_radius": 6, "radius": 6}),
                                                     (1, 2, False, {"stem_radius": 2, "radius": 3}),
@@ -237,6 +239,25 @@ def test_edm_preconditioning_formulas():
         torch.testing.assert_close(model(x, 0.3), model(x, torch.full((4,), 0.3, dtype=torch.float64)))
 
 
+def test_dilation_zero_is_a_1x1_conv():
+    """dilations with zeros: [1, 1, 1, 1, 0, 0, 0, 0] is radius=4 at B = 3 (same weights from the same seed, same
+    output), and [1, 2, 2, 3, 0, 0, 0, 0] reaches R = 8 with the same parameters (only the reach changes)."""
+    def build(**kw):
+        torch.manual_seed(3)
+        return LocalScoreCNN(blocks=3, width=8, **kw).double()
+    by_radius, by_dilation, dilated = build(radius=4), build(dilations=[1, 1, 1, 1, 0, 0, 0, 0]), \
+        build(dilations=[1, 2, 2, 3, 0, 0, 0, 0])
+    a, b, c = by_radius.state_dict(), by_dilation.state_dict(), dilated.state_dict()
+    assert list(a) == list(b) == list(c)
+    assert all(torch.equal(a[k], b[k]) for k in a) and all(a[k].shape == c[k].shape for k in a)
+    assert (by_dilation.receptive_radius, dilated.receptive_radius) == (4, 8)
+    x = torch.randn(2, 1, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.3, 2.0], dtype=torch.float64)
+    for m in (by_radius, by_dilation):  # every path live, so the outputs say more than the initial prior score
+        randomise_zero_init(m)
+    assert torch.equal(by_radius(x, sigma), by_dilation(x, sigma))
+
+
 @pytest.mark.parametrize("kwargs,name", [({"dim": 4}, "dim"), ({"blocks": -1}, "blocks"),
                                          ({"width": 0}, "width"), ({"out_channels": 2}, "out_channels"),
                                          ({"blocks": 1, "radius": 5}, "radius"), ({"radius": 0}, "radius"),
@@ -245,7 +266,8 @@ def test_edm_preconditioning_formulas():
                                          ({"film": "block", "mlp_ratio": 2}, "mlp_ratio"),
                                          ({"mlp_ratio": 1, "mlp_depth": 0}, "mlp_depth"),
                                          ({"dilations": [1, 2, 4]}, "dilations"),
-                                         ({"dilations": [1, 0, 1, 1]}, "dilations"),
+                                         ({"dilations": [0, 0, 0, 0]}, "dilations"),
+                                         ({"dilations": [1, -1, 1, 1]}, "dilations"),
                                          ({"dilations": [2, 2, 2, 2]}, "leave offsets"),
                                          ({"dilations": [1, 1, 1, 1], "radius": 3}, "dilations and radius")])
 def test_bad_arguments(kwargs, name):

@@ -13,9 +13,9 @@ import pandas as pd
 from ising import BETA_C
 from sizetransfer.analysis.load import REPLICATE_AXES, axes, status_line
 
-#: Grid axes that set the receptive radius (``model.blocks`` in the paper's sweep, ``model.radius`` in the
+#: Grid axes that set the receptive radius (``model.blocks`` in the paper's sweep, ``model.radius`` or ``model.dilations`` in the
 #: radius-isolated one): never a cell of a radius table, whose rows are per receptive radius.
-RADIUS_AXES = ("blocks", "radius")
+RADIUS_AXES = ("blocks", "radius", "dilations")
 
 
 #: Teacher display order (the paper's) and names.

@@ -8,8 +8,9 @@ Locality: an input conv, B residual blocks of two convs and an output conv, each
 1^d. The receptive radius R (Chebyshev distance, minimum image on a torus) is the number of 3^d
 convs: ``radius=None`` makes them all 3^d (R = 2B + 2, the paper's students); ``radius=R`` keeps
 the first R convs 3^d in order (input conv, block 1, ...) and makes the rest 1^d, so depth and
-radius are set apart; ``dilations=(d_1, ..., d_{2B+2})`` dilates the k-th 3^d conv by d_k, R = Σ d_k
-(reach at the cost of B, e.g. (1, 2, 4, 4): R = 11 at B = 1); ``stem_radius=s`` makes the input conv
+radius are set apart; ``dilations=(d_1, ..., d_{2B+2})`` dilates the k-th conv by d_k (d_k = 0: a 1^d
+conv), R = Σ d_k (reach at the cost of B, e.g. (1, 2, 4, 4): R = 11 at B = 1; (1, 2, 2, 3, 0, 0, 0, 0): R = 8
+from the same four 3^d convs as ``radius=4`` at B = 3); ``stem_radius=s`` makes the input conv
 (2s + 1)^d, a wide linear stem whose every offset is one weight away from the loss (R = s + the number
 of later 3^d convs; it learns a broad response that a stack of 3^d convs reaches only at its rim,
 docs/training.md); ``skip_radius=s`` adds a σ-modulated linear skip of radius s from the input to the output
@@ -54,14 +55,16 @@ def _conv(dim: int, c_in: int, c_out: int, periodic: bool, kernel: int = 3, dila
 
 
 def _check_dilations(dilations, n_convs: int, radius_given: bool) -> tuple[int, ...] | None:
-    """``dilations`` as a tuple, or ValueError: one integer >= 1 per conv (2B + 2), not with ``radius``, and
-    covering: every offset |r| <= Σ d is a sum Σ c_k d_k with c_k ∈ {-1, 0, 1}, so the receptive field is the
-    whole Chebyshev ball of radius Σ d (dilations (1, 2, 4, 4): R = 11; (2, 2, 2, 2) reaches only even offsets)."""
+    """``dilations`` as a tuple, or ValueError: one integer >= 0 per conv (2B + 2; 0 makes that conv 1^d), summing
+    to >= 1, not with ``radius``, and covering: every offset |r| <= Σ d is a sum Σ c_k d_k with c_k ∈ {-1, 0, 1},
+    so the receptive field is the whole Chebyshev ball of radius Σ d (dilations (1, 2, 4, 4): R = 11;
+    (2, 2, 2, 2) reaches only even offsets; (1, 2, 2, 3, 0, 0, 0, 0): R = 8 from four 3^d convs)."""
     if dilations is None:
         return None
     d = tuple(dilations)
-    if len(d) != n_convs or any(int(k) != k or k < 1 for k in d):
-        raise ValueError(f"dilations must be {n_convs} integers >= 1 (one per conv: 2*blocks+2), got {list(d)}")
+    if len(d) != n_convs or any(int(k) != k or k < 0 for k in d) or sum(d) < 1:
+        raise ValueError(f"dilations must be {n_convs} integers >= 0 (one per conv: 2*blocks+2; 0 makes the conv "
+                         f"1x1), at least one of them >= 1, got {list(d)}")
     if radius_given:
         raise ValueError("dilations and radius cannot both be set: with dilations the radius is their sum")
     reach = {0}
@@ -218,8 +221,9 @@ class LocalCNN(nn.Module):
         if dilations is None:  # the stem (2 s + 1)^d, then the next R − s convs 3^d, the others 1^d
             kernels = [2 * stem_radius + 1] + [3 if k < radius - stem_radius else 1 for k in range(n_convs - 1)]
             dilations = [1] * n_convs
-        else:
-            kernels = [3] * n_convs
+        else:  # dilation 0: a 1^d conv (reach 0)
+            kernels = [3 if k else 1 for k in dilations]
+            dilations = [max(k, 1) for k in dilations]
         self.noise_embed = nn.Sequential(nn.Linear(1, emb_width), nn.SiLU(), nn.Linear(emb_width, emb_width), nn.SiLU())
         self.conv_in = _conv(dim, in_channels + cond_channels, width, periodic, kernels[0], dilations[0])
         self.res = nn.ModuleList(ResidualBlock(width, dim, periodic, emb_width, kernels[1 + 2 * b: 3 + 2 * b], film,
