@@ -86,6 +86,8 @@ class ScoreModule(pl.LightningModule):
         radius: receptive radius apart from ``blocks`` (``None``: 2 * blocks + 2); the first ``radius``
             convs are 3^d, the others 1^d (:class:`~sizetransfer.models.LocalCNN`).
         antithetic: DSM with antithetic noise pairs (ε, −ε) per sample (:func:`~sizetransfer.diffusion.dsm_loss`).
+        lambda_power: p of the DSM weight λ(σ) = σ^p of the training loss (2: Eq. 3's σ²; the validation
+            loss stays at p = 2, comparable across runs).
         mlp_ratio: per-site MLP of width ``mlp_ratio * width`` after each block (0: none; radius unchanged).
         mlp_depth: number of such MLPs (residual, each two 1^d units) after each block, when ``mlp_ratio`` > 0.
         global_features: k intensive lattice-mean features broadcast back as a FiLM after the input conv
@@ -114,7 +116,8 @@ class ScoreModule(pl.LightningModule):
                  objective: str = "dsm", sigma_distribution: str = "log_uniform",
                  sigma_center: float | None = None, sigma_log_std: float = 1.0, antithetic: bool = False,
                  mlp_ratio: int = 0, global_features: int = 0, dilations: list[int] | None = None,
-                 stem_radius: int = 1, skip_radius: int = 0, mlp_depth: int = 1, sigma_stratified: bool = False):
+                 stem_radius: int = 1, skip_radius: int = 0, mlp_depth: int = 1, sigma_stratified: bool = False,
+                 lambda_power: float = 2.0):
         super().__init__()
         self.save_hyperparameters()
         if objective not in OBJECTIVES:
@@ -126,10 +129,11 @@ class ScoreModule(pl.LightningModule):
             raise ValueError(f"model.{err}" if str(err).startswith("sigma_") else f"model: {err}") from None
         for name, value, ok in (("lr", lr, lr > 0), ("weight_decay", weight_decay, weight_decay >= 0),
                                 ("warmup_steps", warmup_steps, int(warmup_steps) == warmup_steps >= 0),
-                                ("ema_decay", ema_decay, 0 <= ema_decay < 1)):
+                                ("ema_decay", ema_decay, 0 <= ema_decay < 1),
+                                ("lambda_power", lambda_power, math.isfinite(lambda_power))):
             if not ok:
                 raise ValueError(f"model.{name} is out of range: {value!r} (lr > 0, weight_decay >= 0, "
-                                 "integer warmup_steps >= 0, 0 <= ema_decay < 1)")
+                                 "integer warmup_steps >= 0, 0 <= ema_decay < 1, finite lambda_power)")
         try:
             self.student = LocalScoreCNN(blocks, width, dim, periodic, in_channels, in_channels, cond_channels,
                                          sigma_data, radius=radius, film=film, norm=norm, emb_width=emb_width,
@@ -227,7 +231,7 @@ class ScoreModule(pl.LightningModule):
         else:
             loss, _, _ = dsm_loss(self.student, batch["x0"], self.noise, cond=batch.get("cond"),
                                   mask=batch.get("mask"), generator=self._generator,
-                                  antithetic=self.hparams.antithetic)
+                                  antithetic=self.hparams.antithetic, lambda_power=self.hparams.lambda_power)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
         return loss
 

@@ -265,3 +265,23 @@ def test_noise_draws_repeat_each_sample_with_independent_noise():
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="noise_draws"):
             dsm_loss(model, x0, noise, noise_draws=bad)
+
+
+def test_lambda_power_weighs_each_sample_by_sigma_to_the_p_minus_2():
+    """lambda_power = p: each sample's squared error is the σ² loss's times σ^(p − 2) (same σ, same ε from the
+    same generator), so the loss is λ(σ) || s + ε/σ ||² with λ = σ^p; p = 2 is the default loss exactly."""
+    x0 = torch.randn(4, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    noise = VENoise(0.01, 1.0)
+    model = lambda x, s, c: -0.6 * x  # noqa: E731
+    base = dsm_loss(model, x0, noise, generator=torch.Generator().manual_seed(2), antithetic=True)
+    assert all(torch.equal(a, b) for a, b in zip(base, dsm_loss(model, x0, noise, antithetic=True, lambda_power=2,
+                                                                generator=torch.Generator().manual_seed(2))))
+    for p in (1.0, 3.0, 0.0):
+        loss, per, sigma = dsm_loss(model, x0, noise, generator=torch.Generator().manual_seed(2), antithetic=True,
+                                    lambda_power=p)
+        assert torch.equal(sigma, base[2])
+        torch.testing.assert_close(per, base[1] * sigma ** (p - 2), rtol=1e-12, atol=0)
+        torch.testing.assert_close(loss, (base[1] * sigma ** (p - 2)).mean(), rtol=1e-12, atol=0)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lambda_power"):
+            dsm_loss(model, x0, noise, lambda_power=bad)

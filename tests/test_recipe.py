@@ -85,10 +85,28 @@ def test_module_passes_sigma_stratified_to_its_noise():
                                          ({"sigma_distribution": "uniform"}, "model.sigma_distribution"),
                                          ({"sigma_center": 5.0}, "model.sigma_center"),
                                          ({"sigma_log_std": 0.0}, "model.sigma_log_std"),
-                                         ({"radius": 9}, "model.radius"), ({"film": "x"}, "model.film")])
+                                         ({"radius": 9}, "model.radius"), ({"film": "x"}, "model.film"),
+                                         ({"lambda_power": float("inf")}, "model.lambda_power")])
 def test_bad_recipe_options_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         ScoreModule(**kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_lambda_power_reaches_the_training_loss():
+    """model.lambda_power = p: the training step's loss is dsm_loss(..., lambda_power=p) of the same draws."""
+    from sizetransfer.diffusion import dsm_loss
+    from sizetransfer.seeding import batch_seed
+
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for p in (1.0, 2.0):
+        torch.manual_seed(0)
+        module = ScoreModule(width=8, antithetic=True, lambda_power=p, noise_seed=5)
+        module.on_fit_start()
+        loss = module.training_step({"x0": x0}, 0)
+        gen = torch.Generator().manual_seed(batch_seed(5, 0, 0))
+        ref, _, _ = dsm_loss(module.student, x0, module.noise, generator=gen, antithetic=True, lambda_power=p)
+        assert torch.equal(loss, ref)
 
 
 def test_student_options_reach_the_student():
@@ -150,4 +168,7 @@ def test_ablation_rows_train_the_named_options():
     assert row["options"] == options and row["seed"] == 0
     assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("rmse_0.05", "rmse_0.01"))
     assert "recipe + per-site MLP (mlp_ratio 2), 1500 steps" in CONFIGS
+    # the loss weight reaches the loop: same seed and draws, another λ(σ), other weights after 2 steps
+    weighted = train_and_score({**options, "lambda_power": 1.0}, seed=0)
+    assert weighted["rmse_0.05"] != row["rmse_0.05"]
     assert table([row], {"tiny": options}).splitlines()[-1].startswith("| tiny | ")

@@ -25,7 +25,7 @@ FIRST_RECIPE = dict(teacher="simple_local", train_size=24, eval_size=24, batch_s
                     radius=None, width=64, emb_width=None, film="block", norm="none", mlp_ratio=0, mlp_depth=1,
                     stem_radius=1, lr=1e-3, warmup_steps=50, ema_decay=0.998, sigma_min=0.01, sigma_max=1.0,
                     sigma_distribution="log_uniform", sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm",
-                    sigma_stratified=False, noise_draws=1)
+                    sigma_stratified=False, noise_draws=1, lambda_power=2.0)
 
 #: The prototype student of the students issue: site norm, FiLM before every conv, zero-init output.
 STUDENT = dict(film="conv", norm="site")
@@ -70,6 +70,13 @@ CONFIGS = {
     "recipe, batch 8 x 2 noise draws per sample (same compute, half the samples), 1500 steps": {
         **RECIPE, "batch_size": 8, "noise_draws": 2},
     "recipe, batch 16 x 2 noise draws per sample (2x compute), 1500 steps": {**RECIPE, "noise_draws": 2},
+    "recipe + λ(σ) = σ (low σ weighed up), 1500 steps": {**RECIPE, "lambda_power": 1.0},
+    "recipe + λ(σ) = σ³ (low σ weighed down), 1500 steps": {**RECIPE, "lambda_power": 3.0},
+    "recipe + λ(σ) = 1 (the plain score target), 1500 steps": {**RECIPE, "lambda_power": 0.0},
+    "recipe + λ(σ) = σ^0.5, 1500 steps": {**RECIPE, "lambda_power": 0.5},
+    "recipe + λ(σ) = σ, 3000 steps (the shipped budget)": {**RECIPE, "lambda_power": 1.0, "steps": 3000},
+    "recipe + width 32 + mlp_ratio 2 + λ(σ) = σ, 9000 steps (the 15 CPU-minute budget)": {
+        **RECIPE, "width": 32, "mlp_ratio": 2, "steps": 9000, "lambda_power": 1.0},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
     "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
 }
@@ -111,7 +118,7 @@ def train_and_score(options: dict, seed: int) -> dict:
             loss, _, _ = exact_score_loss(model, x0.float(), teacher.score(x0).float(), noise, generator=noise_gen)
         else:
             loss, _, _ = dsm_loss(model, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"],
-                                  noise_draws=o["noise_draws"])
+                                  noise_draws=o["noise_draws"], lambda_power=o["lambda_power"])
         opt.zero_grad()
         loss.backward()
         opt.step()

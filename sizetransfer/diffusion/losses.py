@@ -1,5 +1,7 @@
-"""Denoising score matching loss (Eq. 3) with weight λ(σ) = σ²."""
+"""Denoising score matching loss (Eq. 3) with weight λ(σ) = σ² (or σ^p), and the oracle control's regression loss."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -8,7 +10,8 @@ from .noise import VENoise, expand_sigma
 
 def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Tensor | None = None,
              mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             sigma: torch.Tensor | None = None, antithetic: bool = False, noise_draws: int = 1):
+             sigma: torch.Tensor | None = None, antithetic: bool = False, noise_draws: int = 1,
+             lambda_power: float = 2.0):
     """DSM loss ``|| σ s_θ(x0 + σ ε, σ) + ε ||²`` averaged over sites and channels.
 
     model: ``model(x, sigma, cond) -> score``, x (n, C, *lattice), sigma (n,).
@@ -22,11 +25,15 @@ def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Ten
     noise_draws: K ≥ 1 independent (σ, ε) draws per sample (each an antithetic pair when ``antithetic``):
     the sample is repeated K times before the noise levels are drawn, so one teacher sample buys K noisy
     copies (K× the student's compute, the same teacher samples; a given ``sigma`` is repeated too).
+    lambda_power: p of the weight λ(σ) = σ^p of Eq. 3 (the loss is λ(σ) || s_θ + ε/σ ||²): 2 (default) is the
+    σ² above; p < 2 weighs the low noise levels up, p > 2 down (each sample's error times σ^(p − 2)).
     Returns ``(loss, per_sample, sigma)``: the scalar loss (sum over the batch of masked squared
     errors / number of masked entries), the per-sample mean and the σ used ((Kn,), or (2Kn,) when antithetic).
     """
     if int(noise_draws) != noise_draws or noise_draws < 1:
         raise ValueError(f"noise_draws must be an integer >= 1, got {noise_draws}")
+    if not math.isfinite(lambda_power):
+        raise ValueError(f"lambda_power must be a finite number (λ(σ) = σ^lambda_power; 2 is Eq. 3), got {lambda_power}")
     if noise_draws > 1:
         repeat = lambda t: None if t is None else t.repeat_interleave(int(noise_draws), 0)  # noqa: E731
         sigma = None if sigma is None else repeat(_noise_levels(x0, noise_process, sigma, generator))
@@ -42,6 +49,8 @@ def dsm_loss(model, x0: torch.Tensor, noise_process: VENoise, *, cond: torch.Ten
         eps = eps * mask
     x_sigma = noise_process.perturb(x0, sigma, eps)
     err = (expand_sigma(sigma, x0) * model(x_sigma, sigma, cond) + eps).square()
+    if lambda_power != 2:
+        err = err * expand_sigma(sigma ** (lambda_power - 2), x0)
     return _masked_mean(err, mask, sigma)
 
 
