@@ -93,8 +93,9 @@ class ScoreModule(pl.LightningModule):
         global_features: k intensive lattice-mean features broadcast back as a FiLM after the input conv
             and every block (0: the local student; k > 0: the remedy student of docs/method.md, not local,
             ``receptive_radius`` is then its convolutions' radius; periodic lattices only).
-        dilations: one dilation per conv (2 * blocks + 2 of them, all 3^d; ``radius`` unset): receptive
-            radius their sum, e.g. [1, 2, 4, 4] gives R = 11 at B = 1 (``None``: undilated).
+        dilations: one dilation per conv (2 * blocks + 2 of them; 0 makes that conv 1^d, the others are 3^d;
+            ``radius`` unset): receptive radius their sum, e.g. [1, 2, 4, 4] gives R = 11 at B = 1 (``None``:
+            undilated).
         stem_radius: radius s of the input conv, a (2s + 1)^d wide linear stem (1: the usual 3^d conv);
             the receptive radius is then s + 2 * blocks + 1, or ``radius`` in [s, s + 2 * blocks + 1].
         skip_radius: radius of a σ-modulated wide linear skip from the input to the output (0: none;

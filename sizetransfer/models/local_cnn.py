@@ -166,7 +166,7 @@ class LocalCNN(nn.Module):
 
     x (n, in_channels, *lattice), c_noise (n,), cond (n, cond_channels, *lattice) or None
     (concatenated to x at the input). ``receptive_radius`` = ``radius`` or 2 * blocks + 2, the radius of
-    the convolutions (``dilations``: one dilation per conv, all 3^d, R = their sum);
+    the convolutions (``dilations``: one dilation per conv, 3^d, or 1^d where it is 0; R = their sum);
     ``global_features``: number k of intensive lattice-mean features (0: a local network,
     ``is_local``; k > 0 needs ``periodic``). ``emb_width``: width of the noise embedding (default
     ``width``).
