@@ -218,3 +218,21 @@ def test_run_locks_share_a_sweep_between_runners(tmp_path, write_spec):
     sweep._lock_path(spec, run).write_text(f"{dead.pid} {socket.gethostname()}\n")
     assert sweep.claim(spec, run)  # the dead runner's lock is taken over
     assert sweep._lock_path(spec, run).read_text().split()[0] == str(os.getpid())
+
+
+def test_a_changed_training_budget_is_refused_before_any_run(tmp_path, write_spec, tiny_overrides):
+    """A run directory trained for another ``trainer.max_steps`` (a shipped sweep's budget changed, or an
+    ``--override``) stops the sweep before any training, naming the run and both budgets; the newest saved
+    config (``config.resumed-<time>.yaml``) is the one read; dry runs check the same."""
+    path = write_spec(tmp_path / "s.yaml")
+    spec = load_spec(path, root=str(tmp_path / "sweeps"))
+    run = expand(spec)[1]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 7}}))
+    for extra in ([], ["--dry-run"]):
+        with pytest.raises(SweepError, match=rf"{run.key}.*max_steps=7.*max_steps=2.*--root"):
+            main(["--config", str(path), "--root", str(tmp_path / "sweeps")] + extra)
+    assert not (spec.sweep_dir / "logs").exists() and not expand(spec)[0].run_dir.exists()
+    (run.run_dir / "config.resumed-20260101-000000.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 2}}))
+    assert sweep.saved_max_steps(run.run_dir) == 2
+    assert main(["--config", str(path), "--root", str(tmp_path / "sweeps"), "--dry-run"]) == 0

@@ -69,6 +69,7 @@ from sizetransfer.sweep.runner import (  # noqa: F401  (the package's public nam
     launch,
     _lock_path,
     claim,
+    saved_max_steps,
     run_one,
 )
 from sizetransfer.sweep.aggregate import (  # noqa: F401  (the package's public names)

@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from sizetransfer.atomic import atomic_write
 from sizetransfer.sweep.spec import SweepError, Run, SweepSpec
 
@@ -49,7 +51,28 @@ def check_runs(runs: list[Run]) -> None:
             reason = str(err) if isinstance(err, OptionError) else " ".join(stderr.getvalue().split()[-60:])
             raise SweepError(f"run {run.key}: bad fit options: {reason}\n  arguments: {' '.join(run.args)}") from None
         run.max_steps = int(cli.trainer.max_steps)
+        saved = saved_max_steps(run.run_dir)
+        if saved is not None and saved != run.max_steps:
+            raise SweepError(
+                f"run {run.key}: {run.run_dir} holds a run trained with trainer.max_steps={saved}, but this sweep "
+                f"asks trainer.max_steps={run.max_steps} (its config or an --override changed). Continuing that run "
+                f"would not give a {run.max_steps}-step run, because the learning-rate schedule spans max_steps. "
+                f"Give another --root to keep both budgets, or delete that run directory to train it again")
     os.environ.pop("SIZETRANSFER_RUN_DIR", None)  # set by cli_main; the fits choose their own
+
+
+def saved_max_steps(run_dir: Path) -> int | None:
+    """``trainer.max_steps`` of the newest config saved in an existing run directory (``config.yaml``, or the
+    latest ``config.resumed-<time>.yaml``); None when there is none or it does not say."""
+    resumed = sorted(run_dir.glob("config.resumed-*.yaml"))
+    path = resumed[-1] if resumed else run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        steps = ((yaml.safe_load(path.read_text()) or {}).get("trainer") or {}).get("max_steps")
+    except (yaml.YAMLError, AttributeError):
+        return None
+    return int(steps) if isinstance(steps, int) else None
 
 
 def _env(spec: SweepSpec, run: Run, threads: int) -> dict[str, str]:
