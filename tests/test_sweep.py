@@ -220,7 +220,7 @@ def test_run_locks_share_a_sweep_between_runners(tmp_path, write_spec):
     assert sweep._lock_path(spec, run).read_text().split()[0] == str(os.getpid())
 
 
-def test_a_changed_training_budget_is_refused_before_any_run(tmp_path, write_spec, tiny_overrides):
+def test_a_changed_training_budget_is_refused_before_any_run(tmp_path, write_spec):
     """A run directory trained for another ``trainer.max_steps`` (a shipped sweep's budget changed, or an
     ``--override``) stops the sweep before any training, naming the run and both budgets; the newest saved
     config (``config.resumed-<time>.yaml``) is the one read; dry runs check the same."""

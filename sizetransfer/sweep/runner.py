@@ -16,8 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 from sizetransfer.atomic import atomic_write
 from sizetransfer.sweep.spec import SweepError, Run, SweepSpec
 
@@ -64,15 +62,11 @@ def check_runs(runs: list[Run]) -> None:
 def saved_max_steps(run_dir: Path) -> int | None:
     """``trainer.max_steps`` of the newest config saved in an existing run directory (``config.yaml``, or the
     latest ``config.resumed-<time>.yaml``); None when there is none or it does not say."""
+    from sizetransfer.analysis.load import _get, _read_yaml  # the sweep tables' reader of run configs
+
     resumed = sorted(run_dir.glob("config.resumed-*.yaml"))
-    path = resumed[-1] if resumed else run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        steps = ((yaml.safe_load(path.read_text()) or {}).get("trainer") or {}).get("max_steps")
-    except (yaml.YAMLError, AttributeError):
-        return None
-    return int(steps) if isinstance(steps, int) else None
+    steps = _get(_read_yaml(resumed[-1] if resumed else run_dir / "config.yaml"), "trainer.max_steps")
+    return steps if isinstance(steps, int) else None
 
 
 def _env(spec: SweepSpec, run: Run, threads: int) -> dict[str, str]:
