@@ -10,7 +10,7 @@ import sizetransfer.diagnose
 from helpers import fake_run as _fake_run
 from helpers import wandb_summary
 from sizetransfer.diagnose import DiagnoseConfig
-from sizetransfer.diagnose.__main__ import main as cli_main
+from sizetransfer.diagnose.__main__ import main as cli_main, parser
 from sizetransfer.diagnose.measure import trend
 from sizetransfer.diagnose.target import TeacherData
 from sizetransfer.evaluation.fdlf import FDLFEvalConfig, evaluate_fdlf
@@ -247,6 +247,12 @@ def test_cli_checks_sizes_before_training_an_oracle(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: size L = 12") and "far" in err and "\n" not in err
     assert not (run / "oracle").exists() and not (run / "diagnosis.json").exists()
+    assert parser().parse_args(["--ckpt", "x"]).oracle_lr == 1e-3  # the shipped oracle's rate
+    for bad in ("0", "-1e-3", "nan"):
+        assert cli_main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--train-oracle", "5", f"--oracle-lr={bad}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--oracle-lr must be a finite number > 0" in err and "\n" not in err
+    assert not (run / "oracle").exists()
 
 
 def test_cli_oracle_checkpoint_gives_the_range_floor(tmp_path, capsys):
@@ -272,11 +278,12 @@ def test_cli_oracle_checkpoint_gives_the_range_floor(tmp_path, capsys):
 def test_cli_trains_the_oracle_control(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     run = _fake_run(tmp_path)
-    assert cli_main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--train-oracle", "3", "--quick",
+    assert cli_main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--train-oracle", "3", "--oracle-lr", "2e-3", "--quick",
                      "--max-size", "32", "--no-progress", "--no-wandb"]) == 0
     oracle = run / "oracle"
     saved = torch.load(oracle / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["hyper_parameters"]["objective"] == "exact_score" and saved["global_step"] == 3
     assert saved["hyper_parameters"]["width"] == 8  # the model's own student options
+    assert saved["hyper_parameters"]["lr"] == pytest.approx(2e-3)  # --oracle-lr, not the run's 1e-3
     d = json.loads((run / "diagnosis.json").read_text())
     assert d["oracle_floor"] is not None and d["training_part"] is not None

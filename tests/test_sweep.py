@@ -74,6 +74,41 @@ def test_tied_option_takes_its_grid_value_outside_the_key(tmp_path, write_spec):
         assert pairs["--model.radius"] == pairs["--model.skip_radius"] == radius
 
 
+def test_when_sets_an_option_only_where_its_grid_option_has_the_value(tmp_path, write_spec):
+    """``when: {model.objective: {exact_score: {model.lr: 1.0e-3}}}`` (the shipped radius_isolated's oracle
+    learning rate): the option is passed at the matching points only, outside the run key, and the W&B
+    sweep definition's parameters stay the grid axes (the agent's ``--point`` expands the same way)."""
+    spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"model.objective": ["dsm", "exact_score"], "seed": [0]},
+                                when={"model.objective": {"exact_score": {"model.lr": 1.0e-3}}}))
+    runs = expand(spec)
+    assert [r.key for r in runs] == ["objective=dsm-seed=0", "objective=exact_score-seed=0"]
+    pairs = [dict(zip(r.args[2::2], r.args[3::2])) for r in runs]
+    assert "--model.lr" not in pairs[0] and float(pairs[1]["--model.lr"]) == 1e-3
+    assert list(sweep.wandb_definition(spec, "s.yaml")["parameters"]) == ["objective", "seed"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"grid": {"model.objective": ["dsm"], "seed": [0]}, "when": {"model.blocks": {1: {"model.lr": 1}}}},
+     "when.model.blocks: not an option of the grid"),
+    ({"grid": {"model.objective": ["dsm"], "seed": [0]}, "when": {"seed": {0: {"model.lr": 1}}}}, "when.seed"),
+    ({"grid": {"model.objective": ["dsm"], "seed": [0]}, "when": {"model.objective": {"exact_score": {"model.lr": 1}}}},
+     r"when.model.objective.exact_score: not a value of grid.model.objective; allowed: \['dsm'\]"),
+    ({"grid": {"model.objective": ["dsm"], "seed": [0]}, "when": {"model.objective": {"dsm": {"seed": 1}}}},
+     "when.model.objective.dsm.seed: the option is already set"),
+    ({"grid": {"model.objective": ["dsm"], "model.blocks": [1], "seed": [0]},
+      "when": {"model.objective": {"dsm": {"model.blocks": 2}}}}, "already set by the grid"),
+    ({"grid": {"model.objective": ["dsm"], "model.blocks": [1], "seed": [0]},
+      "when": {"model.objective": {"dsm": {"model.lr": 1}}, "model.blocks": {1: {"model.lr": 2}}}},
+     r"when\.model\.\w+\.\w+\.model\.lr: the option is also set under when\.model\."),
+    ({"grid": {"model.objective": ["dsm"], "seed": [0]}, "when": {"model.objective": {"dsm": 1e-3}}},
+     "when.model.objective.dsm must be a non-empty mapping"),
+    ({"grid": {"model.objective": ["dsm"], "seed": [0]}, "when": ["model.objective"]}, "when must be a mapping"),
+])
+def test_bad_when_cases_are_named(tmp_path, changes, message, write_spec):
+    with pytest.raises(SweepError, match=message):
+        load_spec(write_spec(tmp_path / "s.yaml", **changes))
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"tied": {"model.skip_radius": "model.radius"}}, "tied.model.skip_radius"),
     ({"tied": {"model.blocks": "seed"}}, "tied.model.blocks"),
@@ -234,5 +269,26 @@ def test_a_changed_training_budget_is_refused_before_any_run(tmp_path, write_spe
             main(["--config", str(path), "--root", str(tmp_path / "sweeps")] + extra)
     assert not (spec.sweep_dir / "logs").exists() and not expand(spec)[0].run_dir.exists()
     (run.run_dir / "config.resumed-20260101-000000.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 2}}))
-    assert sweep.saved_max_steps(run.run_dir) == 2
+    assert sweep.saved_config_differences(run.run_dir, {"trainer.max_steps": 2}) == []
     assert main(["--config", str(path), "--root", str(tmp_path / "sweeps"), "--dry-run"]) == 0
+
+
+def test_a_run_trained_with_another_option_value_is_refused(tmp_path, write_spec):
+    """Any option the sweep sets (here a ``when:`` case's learning rate) is compared with the run directory's
+    saved config: another value stops the sweep before any training (a finished run would otherwise be
+    skipped and counted); numbers compare by value, so 1.0e-3 in the sweep matches a saved 0.001."""
+    path = write_spec(tmp_path / "s.yaml", grid={"model.objective": ["exact_score"], "seed": [0]},
+                      when={"model.objective": {"exact_score": {"model.lr": 1.0e-3}}})
+    spec = load_spec(path, root=str(tmp_path / "sweeps"))
+    run = expand(spec)[0]
+    run.run_dir.mkdir(parents=True)
+    saved = {"seed_everything": 0, "trainer": {"max_steps": 2}, "data": {"init_args": {"seed": 0}},
+             "model": {"objective": "exact_score", "lr": 0.003}}
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(SweepError, match=rf"{run.key}.*model.lr=0.003.*asks model.lr=0.001.*--root"):
+        main(["--config", str(path), "--root", str(tmp_path / "sweeps"), "--dry-run"])
+    saved["model"]["lr"] = 0.001
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["--config", str(path), "--root", str(tmp_path / "sweeps"), "--dry-run"]) == 0
+    assert sweep.saved_config_differences(run.run_dir, {"model.lr": 1e-3, "model.width": 8}) == []  # unsaved: skipped
+    assert sweep.saved_config_differences(run.run_dir, {"data.init_args.seed": 1}) == [("data.init_args.seed", 0, 1)]

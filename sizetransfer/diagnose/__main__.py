@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,10 @@ from sizetransfer.diagnose.config import DiagnoseConfig
 
 #: File of a run directory holding its W&B run id (written by the fit).
 WANDB_ID_FILE = "wandb_id"
+
+#: Learning rate of ``--train-oracle``: the exact-score regression is steadier below the configs' 3e-3
+#: (docs/training.md, "Radius apart from depth").
+ORACLE_LR = 1e-3
 
 #: Evaluation options a run's config.yaml supplies (``evaluation.<key>``) to the diagnosis.
 _FROM_RUN = ("sigma_eval", "near", "far", "q", "seed", "n_samples", "response_samples", "n_probes", "fd_epsilon")
@@ -34,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
                    "student): its error is the range floor")
     p.add_argument("--train-oracle", type=int, metavar="STEPS", help="train the oracle control for STEPS steps "
                    "first (the run's config with model.objective exact_score), into <out>/oracle")
+    p.add_argument("--oracle-lr", type=float, default=ORACLE_LR, metavar="LR", help="learning rate of "
+                   f"--train-oracle (default {ORACLE_LR}: at the configs' 3e-3 the exact-score regression of an "
+                   "eight-conv student stalled; docs/training.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-wandb", action="store_true", help="do not add the diagnosis to the run's W&B run")
     for name in _THRESHOLDS:
@@ -102,16 +110,19 @@ def evaluation_data(cfg: dict, key: str, train: int, eval_sizes: list[int], teac
     return TeacherData(make_teacher(key, seed=teacher_seed), train, eval_sizes)
 
 
-def train_oracle(run_dir: Path | None, out: Path, steps: int) -> Path:
-    """Train the oracle control (the run's config, ``model.objective: exact_score``) and return its last.ckpt."""
+def train_oracle(run_dir: Path | None, out: Path, steps: int, lr: float = ORACLE_LR) -> Path:
+    """Train the oracle control (the run's config, ``model.objective: exact_score``, learning rate ``lr``)
+    and return its last.ckpt."""
     if run_dir is None:
         raise ValueError("--train-oracle needs the checkpoint's run directory (its config.yaml)")
     if steps < 1:
         raise ValueError(f"--train-oracle must be >= 1 steps, got {steps}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--oracle-lr must be a finite number > 0, got {lr}")
     where = out / "oracle"
     cmd = [sys.executable, "-m", "sizetransfer.fit", "--config", str(run_dir / "config.yaml"),
-           "--model.objective", "exact_score", "--trainer.max_steps", str(steps), "--generation.sizes", "[]",
-           "--run.dir", str(where)]
+           "--model.objective", "exact_score", "--model.lr", repr(float(lr)), "--trainer.max_steps", str(steps),
+           "--generation.sizes", "[]", "--run.dir", str(where)]
     print("training the oracle control:", " ".join(cmd[1:]), flush=True)
     done = subprocess.run(cmd)
     if done.returncode != 0:
@@ -122,6 +133,8 @@ def train_oracle(run_dir: Path | None, out: Path, steps: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if not (math.isfinite(args.oracle_lr) and args.oracle_lr > 0):
+            raise ValueError(f"--oracle-lr must be a finite number > 0, got {args.oracle_lr}")
         ckpt = Path(args.ckpt)
         saved = checked_ckpt(ckpt)
         if args.oracle_ckpt:
@@ -153,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         plan(data, train, args.sizes, config)  # every size checked before the oracle is trained
         oracle = args.oracle_ckpt
         if args.train_oracle is not None:
-            oracle = train_oracle(run_dir, out, args.train_oracle)
+            oracle = train_oracle(run_dir, out, args.train_oracle, args.oracle_lr)
         student = diag.load_student(ckpt)
         d = diag.diagnose(student, data, train_size=train, sizes=args.sizes, oracle=oracle, config=config,
                           out=out, progress=not args.no_progress, teacher_seed=teacher_seed,

@@ -17,9 +17,12 @@ A sweep config (YAML)::
     figures: [radius]                     # analysis kinds drawn at the end (sizetransfer.analysis)
 
 An optional ``tied: {model.skip_radius: model.radius}`` gives a fit option the value of a grid option
-at every point (it does not enter the run key). The run key joins ``<axis>=<value>`` over the grid axes with ``-`` (axis = last component of the
+at every point, and ``when: {model.objective: {exact_score: {model.lr: 1.0e-3}}}`` sets fit options only
+at the points where a grid option has a given value (neither enters the run key). The run key joins ``<axis>=<value>`` over the grid axes with ``-`` (axis = last component of the
 option path), e.g. ``teacher=medium_range-blocks=1-seed=0``. A run is *finished* when its
-``eval/step=<max_steps>/metrics.csv`` exists. Outputs in ``<root>/<name>/``: the run directories,
+``eval/step=<max_steps>/metrics.csv`` exists. Before any training, every option a run sets (and
+``trainer.max_steps``) is compared with the config saved in its run directory: a folder trained with
+other values is refused, not skipped or resumed. Outputs in ``<root>/<name>/``: the run directories,
 ``logs/<key>.log`` (each fit's output), ``launch.yaml`` (the ``--override`` options of the first
 launch: later calls without ``--override`` reuse them, calls with different ones are refused),
 ``runs.csv`` (status and wall time per run), ``results.csv`` (every run's final evaluation rows with
@@ -69,7 +72,7 @@ from sizetransfer.sweep.runner import (  # noqa: F401  (the package's public nam
     launch,
     _lock_path,
     claim,
-    saved_max_steps,
+    saved_config_differences,
     run_one,
 )
 from sizetransfer.sweep.aggregate import (  # noqa: F401  (the package's public names)

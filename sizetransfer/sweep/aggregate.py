@@ -103,7 +103,7 @@ def log_to_wandb(spec: SweepSpec, tables: dict[str, Path], figures: list[Path]) 
     return log_aggregate_run(
         run_id=run_id, name=f"{spec.name}/aggregate", group=spec.name, directory=spec.sweep_dir,
         config={"sweep": spec.name, "fit_config": spec.fit_config, "grid": spec.grid, "overrides": spec.overrides,
-                "tied": spec.tied},
+                "tied": spec.tied, "when": spec.when},
         tables={key: (list(rows[0]), rows) for key, rows in table_rows.items() if rows},
         images={f"sweep/figures/{path.stem}": path for path in figures if path.suffix == ".png"})
 

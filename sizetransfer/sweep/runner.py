@@ -49,24 +49,84 @@ def check_runs(runs: list[Run]) -> None:
             reason = str(err) if isinstance(err, OptionError) else " ".join(stderr.getvalue().split()[-60:])
             raise SweepError(f"run {run.key}: bad fit options: {reason}\n  arguments: {' '.join(run.args)}") from None
         run.max_steps = int(cli.trainer.max_steps)
-        saved = saved_max_steps(run.run_dir)
-        if saved is not None and saved != run.max_steps:
+        asked = {option: cli.config.get(option) for option in _options_set(run.args)}
+        asked["trainer.max_steps"] = run.max_steps
+        changed = saved_config_differences(run.run_dir, asked)
+        if changed:
+            saved = ", ".join(f"{option}={_shown(old)}" for option, old, _ in changed)
+            wanted = ", ".join(f"{option}={_shown(new)}" for option, _, new in changed)
+            why = (" (the learning-rate schedule spans max_steps)"
+                   if any(option == "trainer.max_steps" for option, _, _ in changed) else "")
             raise SweepError(
-                f"run {run.key}: {run.run_dir} holds a run trained with trainer.max_steps={saved}, but this sweep "
-                f"asks trainer.max_steps={run.max_steps} (its config or an --override changed). Continuing that run "
-                f"would not give a {run.max_steps}-step run, because the learning-rate schedule spans max_steps. "
-                f"Give another --root to keep both budgets, or delete that run directory to train it again")
+                f"run {run.key}: {run.run_dir} holds a run trained with {saved}, but this sweep asks {wanted} (its "
+                f"config, an --override or a when: case changed). Skipping or continuing that run would not give "
+                f"the run this sweep asks for{why}. Give another --root to keep both, or delete that run directory "
+                f"to train it again")
     os.environ.pop("SIZETRANSFER_RUN_DIR", None)  # set by cli_main; the fits choose their own
 
 
-def saved_max_steps(run_dir: Path) -> int | None:
-    """``trainer.max_steps`` of the newest config saved in an existing run directory (``config.yaml``, or the
-    latest ``config.resumed-<time>.yaml``); None when there is none or it does not say."""
-    from sizetransfer.analysis.load import _get, _read_yaml  # the sweep tables' reader of run configs
+#: Options a run's result does not depend on (its place and its display), left out of that comparison.
+NOT_COMPARED = ("config", "run.dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                "evaluation.progress")
+
+
+def _options_set(args: list[str]) -> list[str]:
+    """The fit options a run's argument list sets (``--<option> <value>`` pairs), less those in
+    :data:`NOT_COMPARED`."""
+    pairs = zip(args[0::2], args[1::2])
+    return [flag[2:] for flag, _ in pairs if flag.startswith("--") and flag[2:] not in NOT_COMPARED]
+
+
+def saved_config_differences(run_dir: Path, asked: dict) -> list[tuple]:
+    """``(option, saved value, asked value)`` for each option of ``asked`` (dotted path -> value) that the
+    newest config saved in an existing run directory (``config.yaml``, or the latest
+    ``config.resumed-<time>.yaml``) holds with another value. Options the saved config does not hold,
+    and run directories without a saved config, give nothing. Numbers compare by value (1e-3 == 0.001)."""
+    from sizetransfer.analysis.load import _read_yaml  # the sweep tables' reader of run configs
 
     resumed = sorted(run_dir.glob("config.resumed-*.yaml"))
-    steps = _get(_read_yaml(resumed[-1] if resumed else run_dir / "config.yaml"), "trainer.max_steps")
-    return steps if isinstance(steps, int) else None
+    saved = _read_yaml(resumed[-1] if resumed else run_dir / "config.yaml")
+    changed = []
+    for option, value in asked.items():
+        node, found = saved, True
+        for part in option.split("."):
+            if not isinstance(node, dict) or part not in node:
+                found = False
+                break
+            node = node[part]
+        if found and not _same(node, value):
+            changed.append((option, node, value))
+    return changed
+
+
+def _plain(value):
+    """A parsed option value as plain YAML data (Namespaces to dicts, tuples to lists)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _same(saved, asked) -> bool:
+    saved, asked = _plain(saved), _plain(asked)
+    number = (int, float)
+    if isinstance(saved, number) and isinstance(asked, number) and not isinstance(saved, bool) \
+            and not isinstance(asked, bool):
+        return float(saved) == float(asked)
+    if isinstance(saved, list) and isinstance(asked, list):
+        return len(saved) == len(asked) and all(_same(a, b) for a, b in zip(saved, asked))
+    if isinstance(saved, dict) and isinstance(asked, dict):
+        return saved.keys() == asked.keys() and all(_same(saved[k], asked[k]) for k in saved)
+    return saved == asked
+
+
+def _shown(value) -> str:
+    from sizetransfer.sweep.spec import _format
+
+    return _format(_plain(value))
 
 
 def _env(spec: SweepSpec, run: Run, threads: int) -> dict[str, str]:

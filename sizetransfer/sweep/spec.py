@@ -16,7 +16,7 @@ from sizetransfer.atomic import atomic_write
 
 #: Keys of a sweep config and whether they are required.
 SPEC_KEYS = {"name": True, "fit_config": True, "grid": True, "root": False, "overrides": False,
-             "tied": False, "figures": False, "description": False}
+             "tied": False, "when": False, "figures": False, "description": False}
 
 
 #: Analysis kinds a sweep may draw (``sizetransfer.analysis``).
@@ -66,6 +66,7 @@ class SweepSpec:
     figures: list[str] = field(default_factory=list)
     description: str = ""
     tied: dict[str, str] = field(default_factory=dict)   # fit option -> the grid option whose value it takes
+    when: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # grid option -> value -> fit options
 
     @property
     def sweep_dir(self) -> Path:
@@ -150,15 +151,51 @@ def load_spec(path: str | os.PathLike, *, root: str | None = None,
                              f"{[g for g in grid if g != SEED_AXIS]}")
         if option in grid or option in fixed or option == SEED_AXIS:
             raise SweepError(f"tied.{option}: the option is already set by the grid or the overrides")
+    when = _check_when(raw.get("when") or {}, grid, fixed, tied)
     return SweepSpec(name=name, fit_config=str(raw["fit_config"]), grid={k: list(v) for k, v in grid.items()},
                      root=str(root if root is not None else raw.get("root", "runs/sweeps")),
                      overrides=fixed, figures=figures, description=str(raw.get("description", "")),
-                     tied={str(k): str(v) for k, v in tied.items()})
+                     tied={str(k): str(v) for k, v in tied.items()}, when=when)
+
+
+def _check_when(when: Any, grid: dict, fixed: dict, tied: dict) -> dict[str, dict[str, dict[str, Any]]]:
+    """Check ``when: {<grid option>: {<one of its values>: {<fit option>: <value>, ...}}}``: fit options set
+    only at the grid points where a grid option has that value (e.g. the oracle control's learning rate).
+    Values are keyed by their run-key form (``_format``)."""
+    example = "e.g. when: {model.objective: {exact_score: {model.lr: 1.0e-3}}}"
+    if not isinstance(when, dict):
+        raise SweepError(f"when must be a mapping grid option -> value -> fit options ({example}), got {when!r}")
+    checked: dict[str, dict[str, dict[str, Any]]] = {}
+    set_by: dict[str, str] = {}  # fit option -> the grid option whose cases set it
+    for source, cases in when.items():
+        if source not in grid or source == SEED_AXIS:
+            raise SweepError(f"when.{source}: not an option of the grid; allowed: "
+                             f"{[g for g in grid if g != SEED_AXIS]}")
+        if not isinstance(cases, dict) or not cases:
+            raise SweepError(f"when.{source} must be a non-empty mapping value -> fit options ({example}), got {cases!r}")
+        values = {_format(v) for v in grid[source]}
+        checked[source] = {}
+        for value, options in cases.items():
+            if _format(value) not in values:
+                raise SweepError(f"when.{source}.{value}: not a value of grid.{source}; allowed: {grid[source]}")
+            if not isinstance(options, dict) or not options:
+                raise SweepError(f"when.{source}.{value} must be a non-empty mapping fit option -> value ({example}), "
+                                 f"got {options!r}")
+            for option in options:
+                if option in grid or option in fixed or option in tied or option == SEED_AXIS:
+                    raise SweepError(f"when.{source}.{value}.{option}: the option is already set by the grid, the "
+                                     f"overrides or tied; a grid point's option must have one source")
+                if set_by.setdefault(option, source) != source:
+                    raise SweepError(f"when.{source}.{value}.{option}: the option is also set under "
+                                     f"when.{set_by[option]}; a grid point's option must have one source")
+            checked[source][_format(value)] = dict(options)
+    return checked
 
 
 def expand(spec: SweepSpec) -> list[Run]:
     """The grid points in order (cartesian product, last axis fastest). A ``tied`` option takes its grid
-    option's value at every point and does not enter the run key."""
+    option's value at every point, and a ``when`` option is set at the points where its grid option has
+    the given value; neither enters the run key."""
     runs = []
     options = list(spec.grid)
     for combo in itertools.product(*(spec.grid[o] for o in options)):
@@ -167,7 +204,9 @@ def expand(spec: SweepSpec) -> list[Run]:
         args = ["--config", spec.fit_config]
         point = dict(zip(options, combo))
         tied = [(option, point[source]) for option, source in spec.tied.items()]
-        for option, value in list(spec.overrides.items()) + list(point.items()) + tied:
+        when = [item for source, cases in spec.when.items()
+                for item in cases.get(_format(point[source]), {}).items()]
+        for option, value in list(spec.overrides.items()) + list(point.items()) + tied + when:
             if option == SEED_AXIS:
                 args += ["--seed_everything", _format(value), "--data.init_args.seed", _format(value)]
             else:
