@@ -15,7 +15,7 @@ from sizetransfer.diagnose.config import DiagnoseConfig
 WANDB_ID_FILE = "wandb_id"
 
 #: Learning rate of ``--train-oracle``: the exact-score regression is steadier below the configs' 3e-3
-#: (docs/training.md, "Radius apart from depth").
+#: (docs/training.md, "Oracle control").
 ORACLE_LR = 1e-3
 
 #: Evaluation options a run's config.yaml supplies (``evaluation.<key>``) to the diagnosis.
