@@ -314,3 +314,63 @@ def test_scan_running_sweep(tmp_path):
     t = an.radius_table(frames)
     assert t["rmse_sigma0.05_mean"].tolist() == [4.6]
     assert "1/2 runs done (1 pending)" in an.radius_markdown(frames)
+
+
+def test_far_share_of_a_profile():
+    """Σ over the far shells / Σ over r ≥ 1, NaN entries as 0, shells beyond r_max add nothing."""
+    from sizetransfer.evaluation.far_share import FAR_SHARE_MIN, far_share
+
+    profile = [5.0, 0.5, 0.25, 0.125, 0.0625, 0.0625]  # r = 0..5: off-diagonal sum 1
+    assert far_share(profile, (4, 8)) == pytest.approx(0.125, rel=1e-15)
+    assert far_share(profile, (1, 2)) == pytest.approx(0.75, rel=1e-15)
+    assert far_share([1.0, 2.0, math.nan, 2.0], (3, 3)) == pytest.approx(0.5, rel=1e-15)
+    assert far_share([1.0, 0.0, 0.0], (1, 2)) == 0.0  # no off-diagonal response: nothing to compare
+    assert far_share(np.asarray(profile) * 7.0, (4, 8)) == pytest.approx(0.125, rel=1e-14)  # scale-free
+    assert FAR_SHARE_MIN == 0.01
+
+
+def test_far_error_blank_where_the_teacher_has_no_far_response(tmp_path):
+    """Cells whose teacher's far shells hold < 1% of its response lose their far error in tables, changes
+    and figures (a relative error there divides by ~0); the other metrics and teachers keep theirs."""
+    root = write_fdlf_sweep(tmp_path / "radius", sizes=(32, 64), train_size=32)
+    res = pd.read_csv(root / "results.csv")
+    res["teacher_far_share"] = np.where(res["teacher"] == "simple_local", 0.002, 0.3)
+    res.to_csv(root / "results.csv", index=False)
+    frames = an.load_sweep(root)
+    t = an.radius_table(frames)
+    local, long = t[t["teacher"] == "simple_local"], t[t["teacher"] == "complex_long"]
+    assert local["far_response_error_mean"].isna().all() and local["rmse_sigma0.05_mean"].notna().all()
+    mu, _ = mean_sem([fdlf_value("far_response_error", "complex_long", 2, s, 64) for s in (0, 1, 2)])
+    assert long["far_response_error_mean"].iloc[1] == pytest.approx(mu, rel=1e-12)
+    md = an.radius_markdown(frames)
+    far = md.split("**far-response relative error**")[1]
+    assert "| Short-range simple (simple_local) | — | — | — | 3 |" in far
+    assert "far shells hold < 1%" in far and "nan" not in md
+    size = an.size_markdown(frames)
+    assert "| Short-range simple (simple_local), B=1 | — | — | 3 |" in size.split("**far-response relative error**")[1]
+    assert np.isnan(an.size_table(frames).query("teacher == 'simple_local'")["far_response_error_mean"]).all()
+    an.radius_figure(frames, tmp_path / "radius.png")  # blank cells draw nothing, and do not fail
+    assert (tmp_path / "radius.png").stat().st_size > 0
+
+
+def test_far_share_filled_from_profiles_of_older_runs(tmp_path):
+    """A run evaluated before metrics.csv had teacher_far_share: the loader computes it from the teacher
+    profile of metrics.json (per L), so its far error is judged like a new run's."""
+    root = tmp_path / "radius"
+    for teacher, tail in (("simple_local", 1e-4), ("medium_range", 0.2)):
+        e = root / f"teacher={teacher}-blocks=1-seed=0" / "eval" / "step=4"
+        e.mkdir(parents=True)
+        (e.parent.parent / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 4}}))
+        pd.DataFrame({"L": [16, 32], "rmse_sigma0.05": [0.2, 0.2], "near_response_error": [0.3, 0.3],
+                      "far_response_error": [0.9, 0.8]}).to_csv(e / "metrics.csv", index=False)
+        profiles = [{"L": L, "r": list(range(7)), "teacher": [2.0, 0.6, 0.3, 0.1 - tail, 0.0, tail / 2, tail / 2],
+                     "student": [1.0] * 7} for L in (16, 32)]
+        (e / "metrics.json").write_text(json.dumps({"target": "fdlf", "receptive_radius": 4, "step": 4,
+                                                    "config": {"far": [5, 8]}, "profiles": profiles}))
+    frames = an.load_sweep(root)
+    share = frames["results"].set_index("run")["teacher_far_share"]
+    assert share["teacher=simple_local-blocks=1-seed=0"].tolist() == pytest.approx([1e-4, 1e-4], rel=1e-9)
+    assert share["teacher=medium_range-blocks=1-seed=0"].tolist() == pytest.approx([0.2, 0.2], rel=1e-9)
+    t = an.radius_table(frames).set_index("teacher")
+    assert math.isnan(t.at["simple_local", "far_response_error_mean"])
+    assert t.at["medium_range", "far_response_error_mean"] == 0.8

@@ -92,6 +92,20 @@ def test_scaled_teacher_score_gives_exact_errors(teacher, tmp_path):
         assert rows[L]["response_range_student"] == rows[L]["response_range_teacher"] >= 1
 
 
+def test_teacher_far_share_is_the_far_shells_share_of_the_exact_jacobian(teacher, tmp_path):
+    """The Gaussian teacher's score Jacobian is one x-independent kernel: its far share is Σ |kernel| over the
+    far shells / Σ over d∞ ≥ 1, whatever the student (here a zero one)."""
+    rows = _evaluate(_fdlf_callback(), TeacherData(teacher, SIZES), ExactScoreModule(lambda x, s: 0 * x).double(),
+                     tmp_path)
+    far = _fdlf_callback().fdlf.far
+    for L in SIZES:
+        kernel = (-torch.fft.ifft2(1 / teacher.spectrum(L)).real).abs().reshape(-1)
+        d = chebyshev_distance((L, L), (0, 0)).reshape(-1)
+        want = float(kernel[(d >= far[0]) & (d <= far[1])].sum() / kernel[d >= 1].sum())
+        assert 0 < want < 1
+        assert rows[L]["teacher_far_share"] == pytest.approx(want, rel=1e-9), L
+
+
 def test_zero_student_and_local_student(teacher, tmp_path):
     """Zero score: every error is 1. Teacher score cut at d∞ > 4: near error 0, far error 1."""
     dm = TeacherData(teacher, SIZES)

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from sizetransfer.analysis.load import status_line
-from sizetransfer.analysis.tables import (FAR, RADIUS_AXES, _cell_axes, _generation_by, _label, _metric_title, _shown, _size_metrics,
+from sizetransfer.analysis.tables import (FAR, FAR_SHARE_MIN, RADIUS_AXES, _far_blanked, _cell_axes, _generation_by, _label, _metric_title, _shown, _size_metrics,
                                          generation_table, groups, ising_table, radius_table, size_ratios,
                                          size_table)
 from sizetransfer.atomic import atomic_write
@@ -60,6 +60,15 @@ def _set_size_axis(ax, sizes) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _far_axes(ax, frames, table) -> None:
+    """The far-response panel's reference line at 1 (a model with no far response) and, where some cells
+    are blank (:func:`~sizetransfer.analysis.tables.meaningful_far`), a note saying why."""
+    ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+    if _far_blanked(frames, table):
+        ax.text(0.02, 0.02, f"not shown: teachers with < {FAR_SHARE_MIN:.0%} of their\nresponse in the far shells",
+                transform=ax.transAxes, fontsize=7, color="grey", va="bottom")
+
+
 def _sweep_name(frames) -> str:
     d = frames["runs"].attrs.get("sweep_dir")
     return Path(d).name if d else "sweep"
@@ -84,7 +93,7 @@ def size_figure(frames: dict[str, pd.DataFrame], path=None, sigma_eval: float = 
         ax.set(xlabel="lattice size L", ylabel="relative error", title=_metric_title(m))
         ax.set_ylim(bottom=0)
         if m == FAR:
-            ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+            _far_axes(ax, frames, table)
     axs[0].legend(fontsize=8)
     return _finish(fig, f"{title} — {_sweep_name(frames)}: {status_line(frames)}", path)
 
@@ -109,7 +118,7 @@ def radius_figure(frames: dict[str, pd.DataFrame], path=None, L: int | None = No
         ax.set(xlabel="receptive radius R", ylabel="relative error", title=_metric_title(m))
         ax.set_ylim(bottom=0)
         if m == FAR:
-            ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+            _far_axes(ax, frames, table)
     axs[0].legend(fontsize=8)
     L = int(table["L"].iloc[0])
     return _finish(fig, f"Receptive-field sweep at L = {L} (Fig. 2) — {_sweep_name(frames)}: {status_line(frames)}", path)

@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from sizetransfer.evaluation.far_share import far_share
+
 #: Grid axes that are replicates (averaged over); every other axis identifies a cell.
 REPLICATE_AXES = ("seed",)
 
@@ -117,10 +119,23 @@ def collect_runs(runs: Iterable[tuple[str, dict[str, Any], Path, int]], axes: li
             if not path.is_file():
                 continue
             columns, rows = out[name]
+            shares = _far_shares(meta) if name == "results" else {}
             for row in _read_rows(path):
+                if shares and "teacher_far_share" not in row and str(row.get("L")) in shares:
+                    row = {**row, "teacher_far_share": shares[str(row["L"])]}
                 columns += [c for c in row if c not in columns]
                 rows.append({**head, **extra, **row})
     return out
+
+
+def _far_shares(meta: dict) -> dict[str, str]:
+    """``{L: teacher far share}`` from the teacher profiles of an FDLF ``metrics.json`` written before
+    ``metrics.csv`` had a ``teacher_far_share`` column (empty when it has no profiles or far shells)."""
+    far = (meta.get("config") or {}).get("far")
+    if meta.get("target") != "fdlf" or not far:
+        return {}
+    return {str(p["L"]): repr(far_share(p["teacher"], far)) for p in meta.get("profiles", [])
+            if "L" in p and "teacher" in p}
 
 
 def _frame(columns: list[str], rows: list[dict]) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ising import BETA_C
 from sizetransfer.analysis.load import REPLICATE_AXES, axes, status_line
+from sizetransfer.evaluation.far_share import FAR_SHARE_MIN
 
 #: Grid axes that set the receptive radius (``model.blocks`` in the paper's sweep, ``model.radius`` or ``model.dilations`` in the
 #: radius-isolated one): never a cell of a radius table, whose rows are per receptive radius.
@@ -28,6 +29,28 @@ TEACHER_NAMES = {
 
 
 NEAR, FAR = "near_response_error", "far_response_error"
+
+#: The teacher's far share per row (``metrics.csv``; the loader fills it from ``metrics.json`` for older runs).
+FAR_SHARE = "teacher_far_share"
+
+#: Shown under a far-response table where some cells are blank.
+FAR_NOTE = (f"— : the teacher's far shells hold < {FAR_SHARE_MIN:.0%} of its off-diagonal response, so a relative "
+            f"far-response error measures nothing there.\n")
+
+
+def meaningful_far(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with the far-response error blanked (NaN) in the rows whose teacher's far shells hold
+    < ``FAR_SHARE_MIN`` of its response (short-range teachers); unchanged where the share is unknown."""
+    if FAR not in results or FAR_SHARE not in results:
+        return results
+    share = pd.to_numeric(results[FAR_SHARE], errors="coerce")
+    return results.assign(**{FAR: results[FAR].where(~(share < FAR_SHARE_MIN))})
+
+
+def _far_blanked(frames, table: pd.DataFrame) -> bool:
+    """Whether some cell of ``table`` lost its far-response error to :func:`meaningful_far`."""
+    res = frames["results"]
+    return f"{FAR}_mean" in table and bool(table[f"{FAR}_mean"].isna().any()) and FAR_SHARE in res
 
 
 def rmse_column(results: pd.DataFrame, sigma_eval: float = 0.05) -> str:
@@ -144,7 +167,7 @@ def _size_metrics(frames, sigma_eval) -> list[str]:
 def size_table(frames: dict[str, pd.DataFrame], sigma_eval: float = 0.05) -> pd.DataFrame:
     """Fig 1 / Fig 3 numbers: per cell (non-seed grid axes, e.g. teacher [× blocks]) × L, mean and
     s.e.m. over seeds of the clean-score RMSE at ``sigma_eval`` and the near/far response errors."""
-    res = frames["results"]
+    res = meaningful_far(frames["results"])
     cell = _cell_axes(frames)
     return aggregate(res, cell + ["L"], _size_metrics(frames, sigma_eval))
 
@@ -200,6 +223,8 @@ def size_markdown(frames: dict[str, pd.DataFrame], sigma_eval: float = 0.05, tit
                         + [format_pm(g.at[L, f"{m}_mean"], g.at[L, f"{m}_sem"]) if L in g.index else "—" for L in sizes]
                         + [int(g["n_seeds"].min())])
         out += [f"**{_metric_title(m)}**\n", markdown_table(["cell"] + [f"L = {L}" for L in sizes] + ["n"], rows)]
+        if m == FAR and _far_blanked(frames, table):
+            out.append(FAR_NOTE)
     ratios = size_ratios(frames, sigma_eval)
     out += ["**RMSE(L_max) / RMSE(L_train)**\n",
             markdown_table(["cell", "L_train", "L_max", "ratio"],
@@ -230,7 +255,7 @@ def _radius_frame(frames, L):
         if "blocks" not in res:
             raise ValueError("results have neither receptive_radius nor blocks")
         res = res.assign(receptive_radius=2 * res["blocks"] + 2)
-    return res[res["L"] == L], L
+    return meaningful_far(res[res["L"] == L]), L
 
 
 def radius_table(frames: dict[str, pd.DataFrame], L: int | None = None, sigma_eval: float = 0.05) -> pd.DataFrame:
@@ -281,8 +306,11 @@ def radius_markdown(frames: dict[str, pd.DataFrame], L: int | None = None, sigma
             n = f"{g['n_seeds'].min()}–{g['n_seeds'].max()}" if g["n_seeds"].nunique() > 1 else str(g["n_seeds"].iloc[0])
             rows.append([_label(dict(zip(cell, key)), _shown(table, cell), paper=True)]
                         + [format_pm(g.at[R, f"{m}_mean"], g.at[R, f"{m}_sem"]) if R in g.index else "—" for R in radii]
-                        + [f"{ch['relative_change'].iloc[0]:+.1%}" if len(ch) and len(g) > 1 else "—", n])
+                        + [f"{ch['relative_change'].iloc[0]:+.1%}"
+                           if len(ch) and len(g) > 1 and np.isfinite(ch["relative_change"].iloc[0]) else "—", n])
         out += [f"**{_metric_title(m)}**\n", markdown_table(["teacher"] + head + ["change", "n"], rows)]
+        if m == FAR and _far_blanked(frames, table):
+            out.append(FAR_NOTE)
     return "\n".join(out)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from sizetransfer.evaluation.far_share import FAR_SHARE_MIN
+
 
 @dataclass
 class DiagnoseConfig:
@@ -59,7 +61,7 @@ class DiagnoseConfig:
     training_excess: float = 0.05
     flat_tolerance: float = 0.05
     trend_z: float = 2.0
-    far_share_min: float = 0.01
+    far_share_min: float = FAR_SHARE_MIN
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "response_samples", "n_probes", "max_size", "ising_max_size"):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sizetransfer.diagnose.config import DiagnoseConfig
+from sizetransfer.evaluation.far_share import far_share
 from sizetransfer.evaluation.fdlf import FDLFEvalConfig, evaluate_fdlf, sigma_name
 from sizetransfer.evaluation.flatness import log_size_slope
 from sizetransfer.evaluation.metrics import clean_score_rmse
@@ -152,4 +153,4 @@ def measure(score: ScoreFn, data, *, train_size: int, sizes: Sequence[int], conf
             "target_range": max(ranges), "target_range_L": rows[int(np.argmax(ranges))]["L"],
             "model_range_q": int(rows[-1]["response_range_student"]),
             "model_support": support(profiles[-1]["student"], config.support_tol),
-            "target_far_share": float(np.nansum(t_prof[config.far[0]: config.far[1] + 1])), "oracle_floor": floor}
+            "target_far_share": far_share(t_prof, config.far), "oracle_floor": floor}

@@ -22,7 +22,7 @@ _LAZY = {
     "model_score": "score",
     "SizeExtrapolationCallback": "callback", "GenerationCallback": "callback",
 }
-_MODULES = ("metrics", "score", "fdlf", "ising_eval", "generation", "report", "plots", "callback")
+_MODULES = ("metrics", "far_share", "score", "fdlf", "ising_eval", "generation", "report", "plots", "callback")
 
 __all__ = ["metrics", *_LAZY]
 

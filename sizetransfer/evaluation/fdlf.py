@@ -41,6 +41,7 @@ from sizetransfer.evaluation.metrics import (
     response_relative_error,
 )
 from sizetransfer.evaluation.score import ScoreFn, bind_score
+from sizetransfer.evaluation.far_share import far_share
 from sizetransfer.lattice import response_range
 
 
@@ -301,6 +302,7 @@ def _fdlf_row(score: ScoreFn, teacher, batch: dict, L: int, config: FDLFEvalConf
     prof_s, prof_t = (torch.cat(p).to("cpu", torch.float64)[keep].mean(0) for p in profiles)
     row["response_range_student"] = int(response_range(prof_s, config.q))
     row["response_range_teacher"] = int(response_range(prof_t, config.q))
+    row["teacher_far_share"] = far_share(prof_t, config.far)
     profile = {"L": L, "r": list(range(r_max + 1)), "student": (prof_s / prof_s[1:].sum()).tolist(),
                "teacher": (prof_t / prof_t[1:].sum()).tolist()}
     return row, profile
@@ -322,7 +324,9 @@ def evaluate_fdlf(score: ScoreFn, data, config: FDLFEvalConfig | None = None, *,
     Returns:
         ``{"target": "fdlf", "target_name", "rmse_keys", "metric_keys", "rows", "profiles"}``: one row
         per L (``L``, ``rmse_sigma<σ>`` [``rmse_bulk_sigma<σ>``], ``near_response_error``,
-        ``far_response_error``, ``response_range_student``, ``response_range_teacher``) and one
+        ``far_response_error``, ``response_range_student``, ``response_range_teacher``, ``teacher_far_share``:
+        the fraction of the teacher's off-diagonal response in the far shells, :func:`~sizetransfer.evaluation.far_share.far_share`;
+        the far error is meaningful only where it is ≥ :data:`~sizetransfer.evaluation.far_share.FAR_SHARE_MIN`) and one
         normalised profile pair per L.
     """
     config = config or FDLFEvalConfig()
@@ -348,6 +352,6 @@ def evaluate_fdlf(score: ScoreFn, data, config: FDLFEvalConfig | None = None, *,
     name = f"FDLF {teacher.key}" if periodic else f"FDLF {teacher.key} (open box, occupied sites, margin {margin})"
     return {"target": "fdlf", "target_name": name, "rmse_keys": rmse_keys,
             "metric_keys": rmse_keys + ["near_response_error", "far_response_error",
-                                        "response_range_student", "response_range_teacher"],
+                                        "response_range_student", "response_range_teacher", "teacher_far_share"],
             "rows": rows, "profiles": profiles}
 
