@@ -6,7 +6,8 @@ Each configuration trains a student on an exact teacher with the project's own p
 :func:`~sizetransfer.module.warmup_cosine`, the EMA of :func:`~sizetransfer.module.ema_multi_avg_fn`)
 in a plain torch loop — the step of ``ScoreModule`` without Lightning — on one thread, and reports the
 clean-score relative RMSE (Eq. 16) of the EMA student on 32 fixed teacher samples at σ = 0.05 and
-0.01, with the CPU seconds of training. Results are appended to a JSON-lines file, so a stopped
+0.01, with the CPU seconds of training (``compile``: the step through ``torch.compile``, its cold compile
+counted, in this process with a fresh inductor cache). Results are appended to a JSON-lines file, so a stopped
 ablation restarts where it stopped; the table (mean ± s.e.m. over seeds) is printed at the end.
 """
 from __future__ import annotations
@@ -14,6 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import resource
+import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,13 +30,28 @@ FIRST_RECIPE = dict(teacher="simple_local", train_size=24, eval_size=24, batch_s
                     radius=None, width=64, emb_width=None, film="block", norm="none", mlp_ratio=0, mlp_depth=1,
                     stem_radius=1, lr=1e-3, warmup_steps=50, ema_decay=0.998, sigma_min=0.01, sigma_max=1.0,
                     sigma_distribution="log_uniform", sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm",
-                    sigma_stratified=False, noise_draws=1, lambda_power=2.0)
+                    sigma_stratified=False, noise_draws=1, lambda_power=2.0, adam_beta2=0.999, compile=False)
 
 #: The prototype student of the students issue: site norm, FiLM before every conv, zero-init output.
 STUDENT = dict(film="conv", norm="site")
 
 #: The default recipe's options over FIRST_RECIPE (docs/training.md).
 RECIPE = {**STUDENT, "emb_width": 128, "lr": 3e-3, "antithetic": True}
+
+#: The best B = 1 line within 15 CPU-minutes (fifth round): width 32, a per-site MLP, λ(σ) = σ.
+FAST_LINE = {**RECIPE, "width": 32, "mlp_ratio": 2, "lambda_power": 1.0}
+
+#: Sixth round: levers screened on FAST_LINE at 1500 steps (name suffix -> overrides).
+FAST_LINE_LEVERS = {
+    "": {},
+    " + σ_max 0.5": {"sigma_max": 0.5},
+    " + σ_max 0.25": {"sigma_max": 0.25},
+    " + σ_min 0.005": {"sigma_min": 0.005},
+    " + lr 6e-3": {"lr": 6e-3},
+    " + Adam β2 0.99": {"adam_beta2": 0.99},
+    " + λ(σ) = σ^0.5": {"lambda_power": 0.5},
+    " + 200 warm-up steps": {"warmup_steps": 200},
+}
 
 #: Named configurations: overrides of FIRST_RECIPE, each lever alone (on top of the student) and combined.
 CONFIGS = {
@@ -77,6 +97,12 @@ CONFIGS = {
     "recipe + λ(σ) = σ, 3000 steps (the shipped budget)": {**RECIPE, "lambda_power": 1.0, "steps": 3000},
     "recipe + width 32 + mlp_ratio 2 + λ(σ) = σ, 9000 steps (the 15 CPU-minute budget)": {
         **RECIPE, "width": 32, "mlp_ratio": 2, "steps": 9000, "lambda_power": 1.0},
+    **{f"fast line (width 32 + mlp_ratio 2 + λ(σ) = σ){name}, 1500 steps": {**FAST_LINE, **extra}
+       for name, extra in FAST_LINE_LEVERS.items()},
+    "fast line + lr 6e-3, compiled (torch.compile), 11000 steps (the 15 CPU-minute budget)": {
+        **FAST_LINE, "lr": 6e-3, "compile": True, "steps": 11000},
+    "fast line, compiled (torch.compile), 11000 steps (the 15 CPU-minute budget)": {
+        **FAST_LINE, "compile": True, "steps": 11000},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
     "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
 }
@@ -90,6 +116,12 @@ def build_student(options: dict):
     return LocalScoreCNN(blocks=o["blocks"], width=o["width"], radius=o["radius"], film=o["film"], norm=o["norm"],
                          emb_width=o["emb_width"], mlp_ratio=o["mlp_ratio"], mlp_depth=o["mlp_depth"],
                          stem_radius=o["stem_radius"])
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (torch.compile's compile workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def train_and_score(options: dict, seed: int) -> dict:
@@ -108,23 +140,31 @@ def train_and_score(options: dict, seed: int) -> dict:
     ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(o["ema_decay"], True), use_buffers=True)
     noise = VENoise(o["sigma_min"], o["sigma_max"], o["sigma_distribution"], o["sigma_center"], o["sigma_log_std"],
                     stratified=o["sigma_stratified"])
-    opt = torch.optim.Adam(model.parameters(), lr=o["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=o["lr"], betas=(0.9, o["adam_beta2"]))
+    if o["compile"]:  # a cold compile, counted: a fresh inductor cache, compiled in this process
+        import torch._inductor.config as inductor
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ablation-inductor-")
+        inductor.compile_threads = 1
+    forward = torch.compile(model) if o["compile"] else model
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(o["warmup_steps"], o["steps"]))
     noise_gen, data_gen = torch.Generator().manual_seed(1000 + seed), torch.Generator().manual_seed(2000 + seed)
-    start = time.process_time()
+    start = _cpu_seconds()
     for _ in range(o["steps"]):
         x0 = teacher.sample(o["batch_size"], o["train_size"], generator=data_gen)
         if o["objective"] == "exact_score":
-            loss, _, _ = exact_score_loss(model, x0.float(), teacher.score(x0).float(), noise, generator=noise_gen)
+            loss, _, _ = exact_score_loss(forward, x0.float(), teacher.score(x0).float(), noise, generator=noise_gen)
         else:
-            loss, _, _ = dsm_loss(model, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"],
+            loss, _, _ = dsm_loss(forward, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"],
                                   noise_draws=o["noise_draws"], lambda_power=o["lambda_power"])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         ema.update_parameters(model)
-    cpu_s = time.process_time() - start
+    cpu_s = _cpu_seconds() - start
+    if o["compile"]:
+        shutil.rmtree(os.environ.pop("TORCHINDUCTOR_CACHE_DIR"), ignore_errors=True)
     x = teacher.sample(32, o["eval_size"], generator=torch.Generator().manual_seed(12345))
     ref = teacher.score(x)
     row = {"options": options, "seed": seed, "cpu_s": round(cpu_s, 1)}

@@ -8,7 +8,8 @@ progress bar. The two are timed in alternation (``rounds`` times) and steps/s is
 period (start of a batch to the start of the next), so that load from other processes hits both
 alike and its spikes drop out. Overhead = plain steps/s / Lightning steps/s − 1 (target ≤ 10%);
 data margin = DataModule samples/s / (16 × Lightning steps/s) (target ≥ 2). On CPU a third table
-times the default student's forward + backward against its first SiteNorm (``torch.var_mean``).
+times the default student's forward + backward against its first SiteNorm (``torch.var_mean``), and a
+fourth the B = 1 students eager against ``torch.compile`` (``model.compile``).
 """
 from __future__ import annotations
 
@@ -180,6 +181,28 @@ def student_table(repeats: int = 20) -> list[dict]:
     return rows
 
 
+def compile_table(repeats: int = 40) -> list[dict]:
+    """Print CPU ms of one training step's forward + backward (batch 32 = 16 antithetic pairs, L = 24) of the
+    B = 1 students, eager against ``torch.compile`` (``model.compile``), after two untimed steps (the
+    compile itself is not timed here; cold, it costs ~40 CPU-s, README "Training recipe")."""
+    from sizetransfer.models import LocalScoreCNN
+
+    gen = torch.Generator().manual_seed(0)
+    x, sigma = torch.randn(32, 1, 24, 24, generator=gen), torch.rand(32, generator=gen) + 0.01
+    print(f"\nstudent forward + backward, CPU ms, batch 32, L = 24, B = 1, torch threads {torch.get_num_threads()} "
+          f"(baseline: eager; after compile warm-up)")
+    print(f"{'student':<24} {'eager':>8} {'compiled':>9} {'speed-up':>9}")
+    rows = []
+    for name, kw in (("width 64 (default)", dict(width=64)), ("width 32, mlp_ratio 2", dict(width=32, mlp_ratio=2))):
+        model = LocalScoreCNN(blocks=1, emb_width=128, **kw)
+        compiled = torch.compile(model)
+        eager_ms = _forward_backward_ms(lambda z: model(z, sigma), x, repeats)
+        compiled_ms = _forward_backward_ms(lambda z: compiled(z, sigma), x, repeats)
+        rows.append({"what": name, "eager": eager_ms, "compiled": compiled_ms})
+        print(f"{name:<24} {eager_ms:>8.1f} {compiled_ms:>9.1f} {eager_ms / compiled_ms:>8.2f}x", flush=True)
+    return rows
+
+
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     """Print both tables; returns the training rows. ``device``: "cpu" (the judged default) or "cuda".
     The consumption the data must keep up with is that of the fastest training row (B = 1)."""
@@ -187,4 +210,6 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     data_table(BATCH * max(r["lightning"] for r in rows), *((5, (0,)) if quick else (20, (0, 1))))
     if device == "cpu":
         student_table(3 if quick else 20)
+        if not quick:  # a cold compile is ~40 CPU-s per student; the compiled path is tested in tests/test_module.py
+            compile_table()
     return rows
