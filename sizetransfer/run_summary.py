@@ -19,6 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sizetransfer.evaluation.far_share import FAR_SHARE_MIN
+
 #: learned / exact within this band counts as "reproduced".
 RATIO_BAND = (0.8, 1.25)
 #: RMSE(largest L) / RMSE(train L) up to this counts as "does not grow with size".
@@ -170,7 +172,11 @@ def _fdlf_section(results: dict[str, Any], train_L: int | None) -> str:
                    f"(ratio {ratio:.2f}): the error grows by {100 * (ratio - 1):.0f}% with size — the model does "
                    f"not transfer across size.")
     far_error = float(last["far_response_error"])
-    if far_error >= 0.9:
+    share = last.get("teacher_far_share")
+    if share is not None and float(share) < FAR_SHARE_MIN:  # a short-range teacher: nothing far to miss
+        verdict += (f" The teacher's far shells{far_text} hold {100 * float(share):.2g}% of its response at L = "
+                    f"{last['L']} (< {FAR_SHARE_MIN:.0%}), so the far-response error ({far_error:.2f}) measures nothing.")
+    elif far_error >= 0.9:
         verdict += (f" Its far-response error is {far_error:.2f} at L = {last['L']}: it misses the teacher's "
                     f"response{far_text}" + (f", which lies beyond its receptive radius R = {results['receptive_radius']}."
                                              if far and far[0] > int(results["receptive_radius"]) else "."))

@@ -267,3 +267,25 @@ def test_ising_summary_states_the_boundary_response_ratio(tmp_path):
     assert "reproduces it at σ = 8 (0.90)" in text and "too weakly at σ = 4 (0.11)" in text
     assert "at σ = 1 the exact response is zero within 2 standard errors" in text
     assert "On the larger lattice L = 64: σ = 4: 0.11, σ = 8: 0.90." in text
+
+
+@pytest.mark.parametrize("share, reads", [
+    (1e-4, "hold 0.01% of its response at L = 96 (< 1%), so the far-response error (1.00) measures nothing"),
+    (0.27, "it misses the teacher's response (distances 5–8), which lies beyond its receptive radius R = 4"),
+])
+def test_fdlf_summary_reads_the_far_error_only_where_the_teacher_has_a_far_response(tmp_path, share, reads):
+    """A far-response error of 1 means 'misses the teacher's far response' only where the teacher has one:
+    for a short-range teacher (far share < 1%) the summary says the error measures nothing."""
+    from types import SimpleNamespace
+
+    from sizetransfer.run_summary import run_summary
+
+    rows = [{"L": L, "rmse_sigma0.05": 0.19, "near_response_error": 0.3, "far_response_error": 1.0,
+             "teacher_far_share": share} for L in (24, 96)]
+    (tmp_path / "metrics.json").write_text(json.dumps({"target": "fdlf", "rows": rows, "rmse_keys": ["rmse_sigma0.05"],
+                                                       "step": 10, "receptive_radius": 4, "config": {"far": [5, 8]}}))
+    model = SimpleNamespace(hparams={"blocks": 1, "width": 32, "sigma_min": 0.01, "sigma_max": 1.0}, receptive_radius=4)
+    data = SimpleNamespace(teacher=SimpleNamespace(key="simple_local"), train_size=24)
+    text = " ".join(run_summary(model, data, steps=10, wall_s=5.0, eval_dir=tmp_path).split())
+    assert reads in text
+    assert ("misses the teacher's response" in text) == (share >= 0.01)
