@@ -46,6 +46,7 @@ import argparse
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import yaml
 
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(pending)} pending")
     for name, path in tables.items():
         print(f"  {name:10s} {path}")
-    for path in figures:
-        print(f"  figure     {path}")
+    for path in figures:  # analysis.draw returns the PNGs and the tables (csv, md) it wrote
+        print(f"  {'figure' if Path(path).suffix == '.png' else 'table':10s} {path}")
     if wandb_dir is not None:
         print(f"  W&B        {wandb_dir}")
     if failed:
