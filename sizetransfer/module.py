@@ -107,7 +107,7 @@ class ScoreModule(pl.LightningModule):
             the teacher's exact clean score at clean samples (:func:`~sizetransfer.diffusion.exact_score_loss`;
             needs a DataModule with ``stream_exact_score``, i.e. an FDLF or Gaussian teacher).
         compile: the training step runs the student through ``torch.compile`` (inductor; the same function,
-            fused element-wise work: on one CPU thread a B = 1, width-32 step is ~1.35x faster, after a cold
+            fused element-wise work: on one CPU thread a B = 1 step is 1.2-1.6x faster, after a cold
             compile of ~40 CPU-s; docs/training.md). Validation, the EMA, evaluation and checkpoints use the
             plain modules, so checkpoints are the same with or without it.
     """

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from sizetransfer.evaluation.far_share import far_share
 from sizetransfer.evaluation.metrics import (
     absolute_response_profile,
     clean_score_sums,
@@ -41,7 +42,6 @@ from sizetransfer.evaluation.metrics import (
     response_relative_error,
 )
 from sizetransfer.evaluation.score import ScoreFn, bind_score
-from sizetransfer.evaluation.far_share import far_share
 from sizetransfer.lattice import response_range
 
 
