@@ -230,7 +230,7 @@ class ScoreModule(pl.LightningModule):
         if self.noise_seed is None:
             self.noise_seed = torch.initial_seed() % 2**63
         self._generator = torch.Generator(device=self.device)
-        if self.hparams.get("compile", False):
+        if self.hparams.compile:
             self.__dict__["_train_student"] = torch.compile(self.student)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -119,7 +119,8 @@ def build_student(options: dict):
 
 
 def _cpu_seconds() -> float:
-    """CPU seconds of this process and of its finished children (torch.compile's compile workers)."""
+    """CPU seconds of this process and of its finished children (the C++ compiler that torch.compile runs;
+    its kernels are compiled in this process, ``compile_threads = 1``, not in a pool that outlives the run)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
 
