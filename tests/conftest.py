@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 #: The tiny run (option path -> value): simple_local-sized FDLF fit at L = 12, width 8, one warm-up
 #: step, a cheap evaluation at L = 12 and 16 (far region inside L = 12).
 TINY_RUN = {
-    "model.width": 8, "model.warmup_steps": 1,
+    "model.width": 8, "model.warmup_steps": 1, "model.compile": False,
     "data.init_args.train_size": 12, "data.init_args.eval_sizes": [12, 16], "data.init_args.batch_size": 4,
     "data.init_args.val_batches": 1, "trainer.val_check_interval": 2, "trainer.log_every_n_steps": 1,
     "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False, "trainer.accelerator": "cpu",

@@ -289,3 +289,46 @@ def test_fdlf_summary_reads_the_far_error_only_where_the_teacher_has_a_far_respo
     text = " ".join(run_summary(model, data, steps=10, wall_s=5.0, eval_dir=tmp_path).split())
     assert reads in text
     assert ("misses the teacher's response" in text) == (share >= 0.01)
+
+
+def test_bf16_mixed_trains_in_bfloat16_and_evaluates_in_float32(monkeypatch, tmp_path, tiny):
+    """``--trainer.precision bf16-mixed`` (Lightning's CPU autocast): the training step's network runs in
+    bfloat16; the end-of-fit evaluation (the only forward passes at the evaluation size L = 16) does not,
+    so the metrics are float32 numbers of the EMA student, whatever the training precision."""
+    from sizetransfer.models.local_cnn import LocalCNN
+
+    calls, forward = [], LocalCNN.forward
+
+    def recording(self, x, *args, **kwargs):
+        out = forward(self, x, *args, **kwargs)
+        calls.append((x.shape[-1], self.training, torch.is_autocast_enabled("cpu"), out.dtype))
+        return out
+
+    monkeypatch.setattr(LocalCNN, "forward", recording)
+    cli_main(tiny + ["--trainer.max_steps", "2", "--trainer.precision", "bf16-mixed"])
+    training = [c for c in calls if c[1]]  # the student in train mode; validation and evaluation use the EMA
+    evaluation = [c for c in calls if c[0] == 16]
+    assert training and all(c[0] == 12 and c[2] and c[3] == torch.bfloat16 for c in training)
+    assert evaluation and not any(c[2] for c in evaluation) and all(c[3] == torch.float32 for c in evaluation)
+    (run_dir,) = (tmp_path / "runs" / "fdlf_size_sweep").iterdir()
+    assert (run_dir / "eval" / "step=2" / "metrics.csv").is_file()
+
+
+def test_size_sweep_configs_run_the_fast_line(capsys):
+    """Fig. 1 / Table 5 configs: the fast line (docs/training.md) — width 32 with a per-site MLP, λ(σ) = σ,
+    a compiled bf16 step, 16000 steps — on a B = 1 student of receptive radius exactly 2B + 2 = 4."""
+    from sizetransfer.module import ScoreModule
+
+    printed = {}
+    for name in ("fdlf_size_sweep.yaml", "fdlf_generation.yaml"):
+        with pytest.raises(SystemExit):
+            cli_main(["--config", name, "--print_config"])
+        printed[name] = yaml.safe_load(capsys.readouterr().out)
+    cfg = printed["fdlf_size_sweep.yaml"]
+    m = cfg["model"]
+    assert (m["blocks"], m["width"], m["mlp_ratio"], m["lambda_power"], m["compile"]) == (1, 32, 2, 1.0, True)
+    assert (m["antithetic"], m["lr"], m["emb_width"]) == (True, 3e-3, 128)
+    assert cfg["trainer"]["precision"] == "bf16-mixed" and cfg["trainer"]["max_steps"] == 16000
+    assert ScoreModule(**m).receptive_radius == 4
+    generation = printed["fdlf_generation.yaml"]
+    assert generation["model"] == m and generation["trainer"] == cfg["trainer"]

@@ -171,4 +171,6 @@ def test_ablation_rows_train_the_named_options():
     # the loss weight reaches the loop: same seed and draws, another λ(σ), other weights after 2 steps
     weighted = train_and_score({**options, "lambda_power": 1.0}, seed=0)
     assert weighted["rmse_0.05"] != row["rmse_0.05"]
+    # so does the precision: bf16 autocast rounds the network's arithmetic, other weights after 2 steps
+    assert train_and_score({**options, "precision": "bf16-mixed"}, seed=0)["rmse_0.05"] != row["rmse_0.05"]
     assert table([row], {"tiny": options}).splitlines()[-1].startswith("| tiny | ")

@@ -133,8 +133,12 @@ def test_remedy_config_selects_the_remedy_student(capsys):
     assert cfg["model"]["global_features"] > 0 and local["model"]["global_features"] == 0
     assert cfg["model"]["blocks"] == 3
     differ = {k for k in cfg["model"] if cfg["model"][k] != local["model"][k]}
-    assert differ == {"blocks", "global_features"}  # the recipe and sizes are the size sweep's
-    assert cfg["data"] == local["data"] and cfg["trainer"] == local["trainer"]
+    # the size sweep's sizes and objective; the remedy keeps the width-64 recipe it was measured with (the size
+    # sweep moved to the fast line: width 32, a per-site MLP, λ(σ) = σ, a compiled bf16 step)
+    assert differ == {"blocks", "global_features", "width", "mlp_ratio", "lambda_power", "compile"}
+    assert (cfg["model"]["width"], cfg["model"]["mlp_ratio"], cfg["model"]["lambda_power"]) == (64, 0, 2.0)
+    assert cfg["data"] == local["data"]
+    assert {k for k in cfg["trainer"] if cfg["trainer"][k] != local["trainer"][k]} == {"max_steps", "precision"}
 
 
 @pytest.mark.usefixtures("isolated")  # runs/ and W&B output land in tmp_path

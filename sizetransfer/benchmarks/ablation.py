@@ -7,7 +7,8 @@ Each configuration trains a student on an exact teacher with the project's own p
 in a plain torch loop — the step of ``ScoreModule`` without Lightning — on one thread, and reports the
 clean-score relative RMSE (Eq. 16) of the EMA student on 32 fixed teacher samples at σ = 0.05 and
 0.01, with the CPU seconds of training (``compile``: the step through ``torch.compile``, its cold compile
-counted, in this process with a fresh inductor cache). Results are appended to a JSON-lines file, so a stopped
+counted, in this process with a fresh inductor cache; ``precision: "bf16-mixed"``: the loss under bf16 autocast,
+as Lightning's ``trainer.precision: bf16-mixed`` runs it). Results are appended to a JSON-lines file, so a stopped
 ablation restarts where it stopped; the table (mean ± s.e.m. over seeds) is printed at the end.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ FIRST_RECIPE = dict(teacher="simple_local", train_size=24, eval_size=24, batch_s
                     radius=None, width=64, emb_width=None, film="block", norm="none", mlp_ratio=0, mlp_depth=1,
                     stem_radius=1, lr=1e-3, warmup_steps=50, ema_decay=0.998, sigma_min=0.01, sigma_max=1.0,
                     sigma_distribution="log_uniform", sigma_center=None, sigma_log_std=1.0, antithetic=False, objective="dsm",
-                    sigma_stratified=False, noise_draws=1, lambda_power=2.0, adam_beta2=0.999, compile=False)
+                    sigma_stratified=False, noise_draws=1, lambda_power=2.0, adam_beta2=0.999, compile=False,
+                    precision="32")
 
 #: The prototype student of the students issue: site norm, FiLM before every conv, zero-init output.
 STUDENT = dict(film="conv", norm="site")
@@ -103,6 +105,9 @@ CONFIGS = {
         **FAST_LINE, "lr": 6e-3, "compile": True, "steps": 11000},
     "fast line, compiled (torch.compile), 11000 steps (the 15 CPU-minute budget)": {
         **FAST_LINE, "compile": True, "steps": 11000},
+    "fast line + bf16-mixed, 1500 steps": {**FAST_LINE, "precision": "bf16-mixed"},
+    "fast line + bf16-mixed, compiled, 15000 steps (the 15 CPU-minute budget)": {
+        **FAST_LINE, "precision": "bf16-mixed", "compile": True, "steps": 15000},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
     "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
 }
@@ -149,15 +154,20 @@ def train_and_score(options: dict, seed: int) -> dict:
         inductor.compile_threads = 1
     forward = torch.compile(model) if o["compile"] else model
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(o["warmup_steps"], o["steps"]))
+    # "bf16-mixed": Lightning's CPU mixed precision, torch.autocast(bfloat16) around the loss; weights, Adam and EMA fp32
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=o["precision"] == "bf16-mixed")
     noise_gen, data_gen = torch.Generator().manual_seed(1000 + seed), torch.Generator().manual_seed(2000 + seed)
     start = _cpu_seconds()
     for _ in range(o["steps"]):
         x0 = teacher.sample(o["batch_size"], o["train_size"], generator=data_gen)
         if o["objective"] == "exact_score":
-            loss, _, _ = exact_score_loss(forward, x0.float(), teacher.score(x0).float(), noise, generator=noise_gen)
+            with autocast:
+                loss, _, _ = exact_score_loss(forward, x0.float(), teacher.score(x0).float(), noise,
+                                              generator=noise_gen)
         else:
-            loss, _, _ = dsm_loss(forward, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"],
-                                  noise_draws=o["noise_draws"], lambda_power=o["lambda_power"])
+            with autocast:
+                loss, _, _ = dsm_loss(forward, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"],
+                                      noise_draws=o["noise_draws"], lambda_power=o["lambda_power"])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,6 +1,6 @@
 """The shipped training recipe against a closed form (``python -m sizetransfer.bench recipe``).
 
-Trains ``ScoreModule`` with the ``model:`` and ``trainer.max_steps`` of ``configs/fdlf_size_sweep.yaml``
+Trains ``ScoreModule`` with the ``model:``, ``trainer.max_steps`` and ``trainer.precision`` of ``configs/fdlf_size_sweep.yaml``
 (the default recipe) on the Gaussian teacher at L = 24 through Lightning, then compares the EMA
 student with the teacher's exact smoothed score −(C + σ² I)⁻¹ x on x ~ p_σ (x = x0 + σ ε) at several σ:
 relative error sqrt(Σ‖s_θ − s_σ‖² / Σ‖s_σ‖²). Goal at σ = 0.05: ≤ 0.05 (docs/training.md).
@@ -29,18 +29,19 @@ def gaussian_check(max_steps: int | None = None, L: int = 24, seed: int = 0) -> 
     model_options = dict(config["model"])
     model_options["warmup_steps"] = min(int(model_options.get("warmup_steps", 0)), steps // 10)
     batch = int(config["data"]["init_args"]["batch_size"])
+    precision = config["trainer"].get("precision", "32-true")
     pl.seed_everything(seed, verbose=False)
     module = ScoreModule(**model_options)
     dm = FDLFDataModule("gaussian", train_size=L, batch_size=batch, seed=seed, val_batches=1)
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu", devices=1)
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu", devices=1, precision=precision)
     start = time.process_time()
     trainer.fit(module, dm)
     cpu = time.process_time() - start
     gen = torch.Generator().manual_seed(10_000 + seed)
     x0 = dm.teacher.sample(32, L, generator=gen)
     print(f"\nrecipe of {RECIPE_CONFIG.name} on the Gaussian teacher, L = {L}, {steps} steps, batch {batch}, "
-          f"{cpu:.0f} CPU-s of training; error against the exact smoothed score on x ~ p_σ")
+          f"{precision} precision, {cpu:.0f} CPU-s of training; error against the exact smoothed score on x ~ p_σ")
     print(f"{'sigma':>6} {'rel. error':>11} {'goal':>6}")
     rows = []
     for sigma in SIGMAS:

@@ -9,7 +9,8 @@ period (start of a batch to the start of the next), so that load from other proc
 alike and its spikes drop out. Overhead = plain steps/s / Lightning steps/s − 1 (target ≤ 10%);
 data margin = DataModule samples/s / (16 × Lightning steps/s) (target ≥ 2). On CPU a third table
 times the default student's forward + backward against its first SiteNorm (``torch.var_mean``), and a
-fourth the B = 1 students eager against ``torch.compile`` (``model.compile``).
+fourth the B = 1 students eager float32 against bf16 autocast (``trainer.precision: bf16-mixed``) and
+``torch.compile`` (``model.compile``).
 """
 from __future__ import annotations
 
@@ -183,23 +184,33 @@ def student_table(repeats: int = 20) -> list[dict]:
 
 def compile_table(repeats: int = 40) -> list[dict]:
     """Print CPU ms of one training step's forward + backward (batch 32 = 16 antithetic pairs, L = 24) of the
-    B = 1 students, eager against ``torch.compile`` (``model.compile``), after two untimed steps (the
-    compile itself is not timed here; cold, it costs ~40 CPU-s, README "Training recipe")."""
+    B = 1 students: eager float32 (the baseline) against bf16 autocast (``trainer.precision: bf16-mixed``),
+    ``torch.compile`` (``model.compile``) and both, after two untimed steps (the compile itself is not timed
+    here; cold, it costs ~40 CPU-s per autocast state, README "Training recipe"). bf16 is fast only on CPUs
+    with native bf16 instructions (AVX-512 BF16, AMX); the table says what it is on this one."""
     from sizetransfer.models import LocalScoreCNN
 
     gen = torch.Generator().manual_seed(0)
     x, sigma = torch.randn(32, 1, 24, 24, generator=gen), torch.rand(32, generator=gen) + 0.01
     print(f"\nstudent forward + backward, CPU ms, batch 32, L = 24, B = 1, torch threads {torch.get_num_threads()} "
-          f"(baseline: eager; after compile warm-up)")
-    print(f"{'student':<24} {'eager':>8} {'compiled':>9} {'speed-up':>9}")
+          f"(baseline: eager fp32; after compile warm-up; speed-ups against the baseline)")
+    print(f"{'student':<24} {'eager':>8} {'bf16':>8} {'compiled':>9} {'comp.+bf16':>11} {'x bf16':>7} {'x comp.':>9} "
+          f"{'x both':>11}")
     rows = []
-    for name, kw in (("width 64 (default)", dict(width=64)), ("width 32, mlp_ratio 2", dict(width=32, mlp_ratio=2))):
+    for name, kw in (("width 64", dict(width=64)), ("width 32, mlp_ratio 2", dict(width=32, mlp_ratio=2))):
         model = LocalScoreCNN(blocks=1, emb_width=128, **kw)
         compiled = torch.compile(model)
-        eager_ms = _forward_backward_ms(lambda z: model(z, sigma), x, repeats)
-        compiled_ms = _forward_backward_ms(lambda z: compiled(z, sigma), x, repeats)
-        rows.append({"what": name, "eager": eager_ms, "compiled": compiled_ms})
-        print(f"{name:<24} {eager_ms:>8.1f} {compiled_ms:>9.1f} {eager_ms / compiled_ms:>8.2f}x", flush=True)
+        row = {"what": name}
+        for key, net, bf16 in (("eager", model, False), ("bf16", model, True), ("compiled", compiled, False),
+                               ("compiled_bf16", compiled, True)):
+            def step(z, net=net, bf16=bf16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    return net(z, sigma)
+            row[key] = _forward_backward_ms(step, x, repeats)
+        rows.append(row)
+        e = row["eager"]
+        print(f"{name:<24} {e:>8.1f} {row['bf16']:>8.1f} {row['compiled']:>9.1f} {row['compiled_bf16']:>11.1f} "
+              f"{e / row['bf16']:>6.2f}x {e / row['compiled']:>8.2f}x {e / row['compiled_bf16']:>10.2f}x", flush=True)
     return rows
 
 
