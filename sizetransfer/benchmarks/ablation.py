@@ -163,12 +163,11 @@ def train_and_score(options: dict, seed: int) -> dict:
     start = _cpu_seconds()
     for _ in range(o["steps"]):
         x0 = teacher.sample(o["batch_size"], o["train_size"], generator=data_gen)
-        if o["objective"] == "exact_score":
-            with autocast:
+        with autocast:
+            if o["objective"] == "exact_score":
                 loss, _, _ = exact_score_loss(forward, x0.float(), teacher.score(x0).float(), noise,
                                               generator=noise_gen)
-        else:
-            with autocast:
+            else:
                 loss, _, _ = dsm_loss(forward, x0.float(), noise, generator=noise_gen, antithetic=o["antithetic"],
                                       noise_draws=o["noise_draws"], lambda_power=o["lambda_power"])
         opt.zero_grad()
