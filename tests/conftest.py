@@ -30,7 +30,7 @@ TINY_RUN = {
     "data.init_args.val_batches": 1, "trainer.val_check_interval": 2, "trainer.log_every_n_steps": 1,
     "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False, "trainer.accelerator": "cpu",
     "evaluation.n_samples": 2, "evaluation.response_samples": 1, "evaluation.n_probes": 1,
-    "evaluation.far": [5, 6], "evaluation.progress": False,
+    "evaluation.far": [5, 6], "evaluation.progress": False, "evaluation.sites": None,
 }
 
 

@@ -332,3 +332,5 @@ def test_size_sweep_configs_run_the_fast_line(capsys):
     assert ScoreModule(**m).receptive_radius == 4
     generation = printed["fdlf_generation.yaml"]
     assert generation["model"] == m and generation["trainer"] == cfg["trainer"]
+    # the RMSE on the sites of 16 samples at L = 96 at every size (docs/metrics.md): 256 samples at L = 24
+    assert cfg["evaluation"]["sites"] == generation["evaluation"]["sites"] == 16 * 96 ** 2

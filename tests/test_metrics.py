@@ -199,3 +199,66 @@ assert not [m for m in sys.modules if m.split(".")[0] in ("pytorch_lightning", "
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_eval_sites_set_the_samples_per_size():
+    """``sites``: max(n_samples, ceil(sites / L^d)) samples per size (about ``sites`` sites each, d from the
+    teacher), ``None`` keeps n_samples at every size; the RMSE equals the one on that many samples."""
+    import math
+    from types import SimpleNamespace
+
+    from sizetransfer.evaluation import FDLFEvalConfig, evaluate_fdlf
+    from sizetransfer.teachers import make_teacher
+
+    cfg = FDLFEvalConfig(n_samples=16, sites=16 * 96 ** 2)
+    assert [cfg.samples_at(L) for L in (24, 32, 48, 64, 96, 128)] == [256, 144, 64, 36, 16, 16]
+    assert cfg.samples_at(10, dim=3) == 148 and FDLFEvalConfig(n_samples=16).samples_at(24) == 16
+    for bad in (0, -5, 1.5, True, "many"):
+        with pytest.raises(ValueError, match=r"sites must be an integer >= 1 or None"):
+            FDLFEvalConfig(sites=bad)
+
+    t = make_teacher("gaussian")
+    asked = []
+
+    def eval_batch(L, n, seed=0):
+        asked.append((L, n))
+        return {"x0": t.sample(n, L, generator=torch.Generator().manual_seed(seed))}
+
+    data = SimpleNamespace(teacher=t, eval_sizes=[16, 32], eval_batch=eval_batch)
+    student = lambda x, sigma, cond: t.score(x) + 0.1 * torch.cos(x)  # noqa: E731 (an error that varies by sample)
+    rows = evaluate_fdlf(student, data, FDLFEvalConfig(n_samples=2, sites=2000, response_samples=1),
+                         receptive_radius=4)["rows"]
+    assert asked == [(16, 8), (32, 2)]
+    x = t.sample(8, 16, generator=torch.Generator().manual_seed(12345))
+    s = t.score(x)
+    expected = math.sqrt(float((0.1 * torch.cos(x)).square().sum() / s.square().sum()))
+    assert rows[0]["rmse_sigma0.05"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_eval_scatter_between_sets_and_pooled():
+    """``rmse_scatter``: one RMSE per independent set (seeds 0, 1, …), their mean / sd / s.e.m., and the pooled
+    RMSE sqrt(Σ err / Σ ref) over all sets, against a direct computation; the CLI refuses one set before any work."""
+    import math
+    from types import SimpleNamespace
+
+    from sizetransfer.benchmarks.eval_scatter import main, rmse_scatter
+    from sizetransfer.teachers import make_teacher
+
+    t = make_teacher("gaussian")
+    draw = lambda L, n, seed=0: t.sample(n, L, generator=torch.Generator().manual_seed(100 + seed))  # noqa: E731
+    data = SimpleNamespace(teacher=t, eval_batch=lambda L, n, seed=0: {"x0": draw(L, n, seed)})
+    student = lambda x, sigma, cond: t.score(x) + sigma * torch.sin(3 * x)  # noqa: E731
+    out = rmse_scatter(student, data, 12, n_samples=3, sets=4, sigma=0.5)
+    errs, refs = [], []
+    for k in range(4):
+        x = draw(12, 3, k)
+        errs.append(float((0.5 * torch.sin(3 * x)).square().sum()))
+        refs.append(float(t.score(x).square().sum()))
+    values = [math.sqrt(e / r) for e, r in zip(errs, refs)]
+    assert out["values"] == pytest.approx(values, rel=1e-12)
+    assert out["pooled"] == pytest.approx(math.sqrt(sum(errs) / sum(refs)), rel=1e-12)
+    mean = sum(values) / 4
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
+    assert (out["mean"], out["sd"], out["sem"]) == pytest.approx((mean, sd, sd / 2), rel=1e-12)
+    assert (out["sites"], out["sets"], out["n_samples"]) == (3 * 144, 4, 3)
+    assert main(["--ckpt", "missing.ckpt", "--sets", "1"]) == 2

@@ -99,7 +99,9 @@ class SizeExtrapolationCallback(_EvaluationCallback):
     Args:
         eval_sizes: lattice sizes L; ``None`` takes ``trainer.datamodule.eval_sizes``.
         every_n_steps: also evaluate when ``global_step`` is a multiple of this (0/None: only at the end).
-        n_samples: FDLF: evaluation samples per size.
+        n_samples: FDLF: evaluation samples per size (with ``sites``: at least this many).
+        sites: FDLF: the clean-score RMSE on about this many sites per size, max(n_samples, ceil(sites / L^d))
+            samples (None: n_samples at every size).
         seed: seed of the evaluation samples, probe sites and noise (FDLF and Ising).
         sigma_eval: FDLF: σ of the headline clean-score RMSE and of the responses.
         near: FDLF: Chebyshev shell (r_in, r_out) of the near response region.
@@ -133,6 +135,7 @@ class SizeExtrapolationCallback(_EvaluationCallback):
         eval_sizes: Sequence[int] | None = None,
         every_n_steps: int | None = 0,
         n_samples: int = 16,
+        sites: int | None = None,
         seed: int = 12345,
         sigma_eval: float = 0.05,
         near: Sequence[int] = (1, 2),
@@ -162,7 +165,7 @@ class SizeExtrapolationCallback(_EvaluationCallback):
             raise ValueError(f"eval_sizes must be a non-empty list of sizes L >= 2 (or None), got {eval_sizes}")
         if every_n_steps is not None and every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0 (0/None: only at the end of training), got {every_n_steps}")
-        self.fdlf = FDLFEvalConfig(n_samples=n_samples, seed=seed, sigma_eval=sigma_eval, near=near, far=far,
+        self.fdlf = FDLFEvalConfig(n_samples=n_samples, sites=sites, seed=seed, sigma_eval=sigma_eval, near=near, far=far,
                                    n_probes=n_probes, fd_epsilon=fd_epsilon, response_samples=response_samples,
                                    q=q, bulk_margin=bulk_margin)
         self.ising = IsingEvalConfig(seed=seed, probe_sigmas=probe_sigmas, r_max=ising_r_max,

@@ -68,7 +68,11 @@ class FDLFEvalConfig:
     """Options of :func:`evaluate_fdlf` (the ``evaluation.*`` config keys of the same names).
 
     Args:
-        n_samples: evaluation samples per L (``data.eval_batch(L, n, seed=seed)``).
+        n_samples: evaluation samples per L (``data.eval_batch(L, n, seed=seed)``); with ``sites``, at least this many.
+        sites: ``None``: n_samples at every size. Else the clean-score RMSE of size L is computed on
+            :meth:`samples_at` = max(n_samples, ceil(sites / L^d)) samples, about ``sites`` lattice sites at
+            every size, so its sampling error does not grow as L shrinks (16 samples at L = 24 hold 1/16 of
+            the sites of 16 at L = 96). The responses and profiles stay on the first ``response_samples``.
         seed: seed of the evaluation samples and probe sites.
         sigma_eval: σ of the headline clean-score RMSE and of the responses; also reported at σ_min.
         near, far: Chebyshev shells ``(r_in, r_out)`` of the response regions A (Eq. 17); keep ``far``
@@ -88,6 +92,7 @@ class FDLFEvalConfig:
     """
 
     n_samples: int = 16
+    sites: int | None = None
     seed: int = 12345
     sigma_eval: float = 0.05
     near: tuple[int, int] = (1, 2)
@@ -102,6 +107,11 @@ class FDLFEvalConfig:
     def __post_init__(self) -> None:
         check_at_least(n_samples=(self.n_samples, 1), seed=(self.seed, 0), n_probes=(self.n_probes, 1),
                        response_samples=(self.response_samples, 1), chunk_sites=(self.chunk_sites, 1))
+        if self.sites is not None:
+            if not isinstance(self.sites, (int, float)) or isinstance(self.sites, bool) \
+                    or int(self.sites) != self.sites or self.sites < 1:
+                raise ValueError(f"sites must be an integer >= 1 or None (n_samples at every size), got {self.sites!r}")
+            self.sites = int(self.sites)
         if self.response_samples > self.n_samples:
             raise ValueError(f"response_samples must be in [1, n_samples={self.n_samples}], got {self.response_samples}")
         if not self.sigma_eval > 0:
@@ -121,6 +131,12 @@ class FDLFEvalConfig:
         self.fd_epsilon, self.q = float(self.fd_epsilon), float(self.q)
         self.bulk_margin = None if m is None else int(m)
         self.chunk_sites = int(self.chunk_sites)
+
+    def samples_at(self, L: int, dim: int = 2) -> int:
+        """Evaluation samples of size L on a d-dimensional lattice: n_samples, or max(n_samples, ceil(sites / L^d))."""
+        if self.sites is None:
+            return self.n_samples
+        return max(self.n_samples, -(-self.sites // int(L) ** int(dim)))
 
     def chunks(self, n: int, lattice: Sequence[int]) -> list[slice]:
         """Slices of the n samples, each of at most max(1, chunk_sites // sites per sample) samples."""
@@ -345,7 +361,7 @@ def evaluate_fdlf(score: ScoreFn, data, config: FDLFEvalConfig | None = None, *,
     rows, profiles = [], []
     with torch.inference_mode(False), torch.no_grad():  # the Jacobians enable grad locally
         for L in tqdm(list(sizes or data.eval_sizes), desc="size extrapolation", disable=not progress):
-            batch = data.eval_batch(L, config.n_samples, seed=config.seed)
+            batch = data.eval_batch(L, config.samples_at(L, int(getattr(teacher, "dim", 2))), seed=config.seed)
             row, profile = _fdlf_row(score, teacher, batch, L, config, sigmas, masks, keys)
             rows.append(row)
             profiles.append(profile)

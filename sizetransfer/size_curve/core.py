@@ -81,7 +81,7 @@ class SizeCurveConfig:
         n = per_size(self.sites, L, dim, 1)
         r = per_size(self.response_sites, L, dim, 1, min(base.response_samples, n))
         pairs = min(self.pairs or base.response_samples * base.n_probes, max(1, self.pair_sites // L ** dim))
-        return replace(base, n_samples=n, response_samples=r, n_probes=math.ceil(pairs / r),
+        return replace(base, n_samples=n, sites=None, response_samples=r, n_probes=math.ceil(pairs / r),
                        chunk_sites=self.chunk_sites)
 
     def ising(self, base: IsingEvalConfig, L: int) -> IsingEvalConfig:
