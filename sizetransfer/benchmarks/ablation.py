@@ -111,6 +111,12 @@ CONFIGS = {
         **FAST_LINE, "precision": "bf16-mixed", "compile": True, "steps": 15000, "ema_decay": 0.9995},
     "fast line + bf16-mixed, compiled, 15000 steps (the 15 CPU-minute budget)": {
         **FAST_LINE, "precision": "bf16-mixed", "compile": True, "steps": 15000},
+    "fast line + bf16-mixed, compiled, batch 8, 28000 steps (the 15 CPU-minute budget)": {
+        **FAST_LINE, "precision": "bf16-mixed", "compile": True, "steps": 28000, "batch_size": 8},
+    "fast line + bf16-mixed, compiled, lr 2e-3, 15000 steps (the 15 CPU-minute budget)": {
+        **FAST_LINE, "precision": "bf16-mixed", "compile": True, "steps": 15000, "lr": 2e-3},
+    "fast line + bf16-mixed, compiled, lr 4e-3, 15000 steps (the 15 CPU-minute budget)": {
+        **FAST_LINE, "precision": "bf16-mixed", "compile": True, "steps": 15000, "lr": 4e-3},
     "oracle (exact-score regression), student": {**STUDENT, "objective": "exact_score"},
     "oracle, student, 4500 steps": {**STUDENT, "objective": "exact_score", "steps": 4500},
 }
