@@ -334,3 +334,29 @@ def test_size_sweep_configs_run_the_fast_line(capsys):
     assert generation["model"] == m and generation["trainer"] == cfg["trainer"]
     # the RMSE on the sites of 16 samples at L = 96 at every size (docs/metrics.md): 256 samples at L = 24
     assert cfg["evaluation"]["sites"] == generation["evaluation"]["sites"] == 16 * 96 ** 2
+
+
+def test_ddp_stride_warning_is_silenced_only_for_size_one_dims():
+    """DDP's "Grad strides do not match bucket view strides" is dropped for a (C_out, C_in, 1, 1) grad whose strides
+    differ from its bucket view's only on the size-1 dims (the same memory: the compiled backward writes such
+    grads); another layout (transposed first two dims, a 3×3 kernel) still warns."""
+    import warnings
+
+    from sizetransfer.fit import quiet_libraries
+
+    head = ("Grad strides do not match bucket view strides. This may indicate grad was not created according to "
+            "the gradient layout contract, or that the param's strides changed since DDP was constructed.  This is "
+            "not an error, but may impair performance.\n")
+    benign = head + ("grad.sizes() = [32, 64, 1, 1], strides() = [64, 1, 64, 64]\n"
+                     "bucket_view.sizes() = [32, 64, 1, 1], strides() = [64, 1, 1, 1]")
+    transposed = head + ("grad.sizes() = [32, 64, 1, 1], strides() = [1, 32, 64, 64]\n"
+                         "bucket_view.sizes() = [32, 64, 1, 1], strides() = [64, 1, 1, 1]")
+    kernel = head + ("grad.sizes() = [32, 32, 3, 3], strides() = [288, 1, 96, 32]\n"
+                     "bucket_view.sizes() = [32, 32, 3, 3], strides() = [288, 9, 3, 1]")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        quiet_libraries()
+        for message in (benign, transposed, kernel):
+            warnings.warn(message, UserWarning)
+    assert [str(w.message) for w in caught] == [transposed, kernel]
