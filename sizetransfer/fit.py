@@ -69,6 +69,15 @@ _RUN_DIR_ENV = "SIZETRANSFER_RUN_DIR"
 WANDB_ID_FILE = "wandb_id"
 
 
+#: DDP's "Grad strides do not match bucket view strides" for a 1×1 conv weight (C_out, C_in, 1, 1) whose grad
+#: differs from its bucket view only in the strides of the two size-1 dims, which address the same memory: the
+#: compiled step's backward (``model.compile``) writes such grads. A real layout mismatch (other sizes, or other
+#: strides of the first two dims) still warns.
+SIZE_ONE_STRIDES_WARNING = (r"(?s)Grad strides do not match bucket view strides.*"
+                            r"grad\.sizes\(\) = \[(\d+), (\d+), 1, 1\], strides\(\) = \[(\d+), (\d+), \d+, \d+\]\s*"
+                            r"bucket_view\.sizes\(\) = \[\1, \2, 1, 1\], strides\(\) = \[\3, \4, \d+, \d+\]")
+
+
 def quiet_libraries() -> None:
     """Silence what a user cannot act on, through the libraries' own settings: Lightning's litlogger
     advertisement (a filter on its info logger), a deprecation warning Lightning raises inside its own
@@ -81,15 +90,6 @@ def quiet_libraries() -> None:
         rank_zero.addFilter(_DropLitLoggerTip())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=SIZE_ONE_STRIDES_WARNING)
-
-
-#: DDP's "Grad strides do not match bucket view strides" for a 1×1 conv weight (C_out, C_in, 1, 1) whose grad
-#: differs from its bucket view only in the strides of the two size-1 dims, which address the same memory: the
-#: compiled step's backward (``model.compile``) writes such grads. A real layout mismatch (other sizes, or other
-#: strides of the first two dims) still warns.
-SIZE_ONE_STRIDES_WARNING = (r"(?s)Grad strides do not match bucket view strides.*"
-                            r"grad\.sizes\(\) = \[(\d+), (\d+), 1, 1\], strides\(\) = \[(\d+), (\d+), \d+, \d+\]\s*"
-                            r"bucket_view\.sizes\(\) = \[\1, \2, 1, 1\], strides\(\) = \[\3, \4, \d+, \d+\]")
 
 
 class _DropLitLoggerTip(logging.Filter):

@@ -56,6 +56,13 @@ def _check_range(name: str, pair: Sequence[int]) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+def per_size(budget: int, L: int, dim: int, low: int, high: int | None = None) -> int:
+    """ceil(budget / L^dim), clipped to [low, high] (no upper bound when ``high`` is None): the samples that
+    hold about ``budget`` sites of a d-dimensional lattice of side L."""
+    n = max(int(low), math.ceil(int(budget) / int(L) ** dim))
+    return n if high is None else min(n, int(high))
+
+
 def check_at_least(**values_and_minimums: tuple[Any, int]) -> None:
     """ValueError ``<name> must be an integer >= <low>`` for the first ``name=(value, low)`` below its minimum."""
     for name, (value, low) in values_and_minimums.items():
@@ -134,9 +141,7 @@ class FDLFEvalConfig:
 
     def samples_at(self, L: int, dim: int = 2) -> int:
         """Evaluation samples of size L on a d-dimensional lattice: n_samples, or max(n_samples, ceil(sites / L^d))."""
-        if self.sites is None:
-            return self.n_samples
-        return max(self.n_samples, -(-self.sites // int(L) ** int(dim)))
+        return self.n_samples if self.sites is None else per_size(self.sites, L, int(dim), self.n_samples)
 
     def chunks(self, n: int, lattice: Sequence[int]) -> list[slice]:
         """Slices of the n samples, each of at most max(1, chunk_sites // sites per sample) samples."""

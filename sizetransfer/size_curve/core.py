@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from sizetransfer.evaluation.fdlf import FDLFEvalConfig, check_at_least, evaluate_fdlf, sigma_name
+from sizetransfer.evaluation.fdlf import FDLFEvalConfig, check_at_least, evaluate_fdlf, per_size, sigma_name
 from sizetransfer.evaluation.flatness import format_flatness, log_size_slope
 from sizetransfer.evaluation.ising_eval import IsingEvalConfig, evaluate_ising, shell_response_error
 from sizetransfer.size_curve.cost import measured
@@ -24,12 +24,6 @@ from sizetransfer.size_curve.cost import measured
 MAX_SIZE = {"fdlf": 1024, "ising": 256}
 #: Sizes of a size curve when none are given (those at or above the training size are kept).
 DEFAULT_SIZES = {"fdlf": (24, 32, 64, 128, 256, 512, 1024), "ising": (32, 64, 128, 256)}
-
-
-def per_size(budget: int, L: int, dim: int, low: int, high: int | None = None) -> int:
-    """ceil(budget / L^dim), clipped to [low, high] (no upper bound when ``high`` is None)."""
-    n = max(int(low), math.ceil(int(budget) / int(L) ** dim))
-    return n if high is None else min(n, int(high))
 
 
 @dataclass
